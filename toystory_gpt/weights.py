@@ -1,0 +1,119 @@
+"""Weights folders: one Hub-shaped folder per milestone, written atomically and loaded with clear errors.
+
+``weights/milestoneN/`` holds ``config.json`` and ``model.safetensors`` (via ``PyTorchModelHubMixin``),
+``README.md`` (the model card), ``history.json`` (what training measured) and ``milestoneN.txt`` (a sample).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .milestones import MILESTONES, Milestone
+from .model import GPT, GPTConfig
+from .tokenizer import CharTokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+HISTORY_FILE = "history.json"
+CARD_FILE = "README.md"
+
+
+class WeightsError(RuntimeError):
+    """A weights folder is missing, broken or inconsistent; the message names the folder, file and problem."""
+
+    def __init__(self, folder: Path, file: str, problem: str):
+        self.folder, self.file, self.problem = Path(folder), file, problem
+        super().__init__(f"{self.folder.name}: {file}: {problem}")
+
+
+@dataclass
+class SavedModel:
+    """A model loaded from its folder, with its tokenizer and what training recorded."""
+    milestone: Milestone
+    model: GPT
+    tokenizer: CharTokenizer
+    info: dict
+    folder: Path
+
+    @property
+    def sample_file(self) -> Path:
+        return self.folder / f"{self.folder.name}.txt"
+
+
+def save(folder: Path, model: GPT, info: dict, sample: str, card: str) -> None:
+    """Write a complete folder beside the target, then swap it in, so an interruption leaves the old one intact."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+    (tmp / HISTORY_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    (tmp / f"{folder.name}.txt").write_text(sample, encoding="utf-8")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_config(folder: Path) -> GPTConfig:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise WeightsError(folder, CONFIG_FILE, "missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(folder, CONFIG_FILE, f"not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise WeightsError(folder, CONFIG_FILE, "not a JSON object")
+    known = {f.name for f in fields(GPTConfig)}
+    if unknown := sorted(set(raw) - known):
+        raise WeightsError(folder, CONFIG_FILE, f"unknown keys {unknown}")
+    if "vocab" not in raw:
+        raise WeightsError(folder, CONFIG_FILE, "missing key 'vocab'")
+    try:
+        return GPTConfig(**raw)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(folder, CONFIG_FILE, str(exc)) from None
+
+
+def load(folder: Path, milestone: Milestone) -> SavedModel:
+    """Load one folder strictly: every tensor present, of the right shape, nothing extra."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightsError(folder, "", "folder not found")
+    config = _read_config(folder)
+    if not (folder / WEIGHTS_FILE).is_file():  # checked here so the mixin never falls back to a pickle file
+        raise WeightsError(folder, WEIGHTS_FILE, "missing")
+    try:
+        model = GPT.from_pretrained(folder, strict=True)
+    except Exception as exc:  # safetensors and torch raise several types for truncated or mismatched files
+        problem = " ".join(str(exc).split())
+        raise WeightsError(folder, WEIGHTS_FILE, f"cannot be loaded into the model its config describes ({problem[:300]})") from None
+    model.eval()
+    info = {}
+    if (folder / HISTORY_FILE).is_file():
+        try:
+            info = json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WeightsError(folder, HISTORY_FILE, f"not valid JSON ({exc})") from None
+    return SavedModel(milestone, model, CharTokenizer(config.vocab), info, folder)
+
+
+def load_all(weights_dir: Path) -> tuple[list[SavedModel], dict[int, WeightsError]]:
+    """Every milestone found under ``weights_dir``, in ladder order, and the reason each broken one failed."""
+    loaded, broken = [], {}
+    for milestone in MILESTONES:
+        folder = Path(weights_dir) / milestone.folder
+        if not folder.exists():
+            continue
+        try:
+            loaded.append(load(folder, milestone))
+        except WeightsError as exc:
+            broken[milestone.number] = exc
+    return loaded, broken

@@ -1,0 +1,139 @@
+"""Train the Toy Story GPT ladder: eight character-level models, each adding one idea to the last.
+
+    python train.py                                   # all eight (+ the no-residual ablation)
+    python train.py --milestones 2,5,8 --corpus ../shared/data/toy-story-1995-screenplay.txt
+    python train.py --quick --out /tmp/weights        # a tiny configuration, for smoke tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from toystory_gpt import corpus, report, weights
+from toystory_gpt.milestones import ABLATION, BY_NUMBER, MILESTONES, Milestone
+from toystory_gpt.model import GPT
+from toystory_gpt.sampler import generate
+from toystory_gpt.tokenizer import CharTokenizer
+from toystory_gpt.trainer import TrainConfig, Trainer
+
+SAMPLE_PROMPT = "WOODY: "
+SAMPLE_LENGTH = 600
+SAMPLE_TEMPERATURE = 0.8
+
+# Milestones 1-2 have no context to learn, only a table; at the attention milestones' rate they
+# would still be far from converged when the others are done, so they get a larger one.
+CONTEXTLESS_LEARNING_RATE = 1e-2
+
+QUICK_MODEL = dict(block_size=32, n_embd=32)
+QUICK_TRAIN = dict(max_steps=30, batch_size=8, block_size=32, eval_interval=10, warmup_steps=5)
+
+
+def parse_milestones(value: str) -> list[int]:
+    try:
+        numbers = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milestone numbers like 2,5,8, got {value!r}") from None
+    if not numbers or any(n not in BY_NUMBER for n in numbers):
+        raise argparse.ArgumentTypeError(f"milestones are numbered 1-{len(MILESTONES)}, got {value!r}")
+    return numbers
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tuple, device, quick: bool,
+              out: Path, stats_text: str) -> dict:
+    model_cfg = milestone.model_config(vocab)
+    if quick and model_cfg.n_layer:
+        model_cfg = dataclasses.replace(model_cfg, **QUICK_MODEL, n_layer=min(model_cfg.n_layer, 2))
+    if not model_cfg.n_layer:
+        train_cfg = dataclasses.replace(train_cfg, learning_rate=CONTEXTLESS_LEARNING_RATE)
+    train_cfg = dataclasses.replace(train_cfg, block_size=min(train_cfg.block_size, model_cfg.block_size))
+    torch.manual_seed(train_cfg.seed)
+    model = GPT(model_cfg).to(device)
+    result = Trainer(model, train_cfg, *data).run(desc=f"{milestone.label:<28}")
+    if result.interrupted:
+        raise KeyboardInterrupt
+    info = {"milestone": milestone.number, "name": milestone.name, "idea": milestone.idea,
+            "params": model.num_params, "best_val_loss": result.best_val_loss, "best_step": result.best_step,
+            "steps": result.steps, "wall_time": result.wall_time, "device": str(device),
+            "model_config": dataclasses.asdict(model_cfg), "train_config": dataclasses.asdict(train_cfg),
+            "history": result.history}
+    model.cpu()
+    tokenizer = CharTokenizer(vocab)
+    text = "".join(generate(model, tokenizer, SAMPLE_PROMPT, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=train_cfg.seed))
+    sample = (f"Toy Story GPT — milestone {milestone.number}: {milestone.name}\n{milestone.idea}\n"
+              f"Best validation loss {result.best_val_loss:.3f} nats/char. Sample: prompt {SAMPLE_PROMPT!r}, "
+              f"{SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}, seed {train_cfg.seed}.\n\n")
+    if milestone.number == 1:
+        sample += f"Corpus statistics (clean text, both splits):\n{stats_text}\n"
+    sample += SAMPLE_PROMPT + text + "\n"
+    weights.save(out / milestone.folder, model, info, sample, report.model_card(milestone, info))
+    return report.row(milestone, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--milestones", type=parse_milestones, default=[m.number for m in MILESTONES],
+                        help="comma-separated milestone numbers (default: all eight)")
+    parser.add_argument("--corpus", help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
+    parser.add_argument("--out", type=Path, default=Path("weights"), help="weights folder (default: weights)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    parser.add_argument("--max-steps", type=int, help=f"training steps per milestone (default {TrainConfig.max_steps})")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None,
+                        help="also train the deep-without-residuals ablation (default: when milestone 6 is trained)")
+    parser.add_argument("--quick", action="store_true", help="tiny models and a few steps: a smoke test in seconds")
+    args = parser.parse_args(argv)
+
+    try:
+        elements = corpus.load_elements(args.corpus)
+    except corpus.CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = corpus.render(elements)
+    tokenizer = CharTokenizer.from_text(text)
+    train_data, val_data = corpus.split(torch.tensor(tokenizer.encode(text).ids))
+    stats_text = corpus.stats(elements).to_text()
+    print(f"corpus: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
+          f"train {len(train_data):,} / val {len(val_data):,}")
+
+    train_cfg = TrainConfig(seed=args.seed, **(QUICK_TRAIN if args.quick else {}))
+    if args.max_steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, max_steps=args.max_steps)
+    device = pick_device(args.device)
+    todo = [BY_NUMBER[n] for n in args.milestones]
+    if args.ablation if args.ablation is not None else 6 in args.milestones:
+        todo.append(ABLATION)
+
+    start = time.perf_counter()
+    done = 0
+    try:
+        for milestone in todo:
+            train_one(milestone, tokenizer.vocab, train_cfg, (train_data, val_data), device, args.quick, args.out, stats_text)
+            done += 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {done} model(s) finished and saved; the others' folders are untouched",
+              file=sys.stderr)
+        return 130
+    total = time.perf_counter() - start
+    rows = report.collect_rows(args.out)
+    command = " ".join(["python train.py", *(sys.argv[1:] if argv is None else argv)])
+    report.write_summary(args.out, rows, f"Trained with `{command}` on {device} "
+                                         f"({torch.get_num_threads()} threads); the run took {total:.0f} s.")
+    print("\n" + report.table(rows))
+    print(f"total wall time: {total:.0f} s; saved to {args.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
