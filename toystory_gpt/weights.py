@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -91,7 +93,8 @@ def load(folder: Path, milestone: Milestone) -> SavedModel:
     if not (folder / WEIGHTS_FILE).is_file():  # checked here so the mixin never falls back to a pickle file
         raise WeightsError(folder, WEIGHTS_FILE, "missing")
     try:
-        model = GPT.from_pretrained(folder, strict=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the mixin print()s a line per local load
+            model = GPT.from_pretrained(folder, strict=True)
     except Exception as exc:  # safetensors and torch raise several types for truncated or mismatched files
         problem = " ".join(str(exc).split())
         raise WeightsError(folder, WEIGHTS_FILE, f"cannot be loaded into the model its config describes ({problem[:300]})") from None
