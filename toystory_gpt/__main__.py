@@ -1,4 +1,8 @@
-"""Command line: ``python -m toystory_gpt evaluate --corpus PATH [--weights DIR] [--json]``."""
+"""Command line.
+
+    python -m toystory_gpt evaluate --corpus PATH [--weights DIR] [--json]
+    python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --length 300 --seed 0 [--weights DIR] [--json]
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from . import corpus, report, weights
+from . import compare, corpus, hub, report, weights
+from .milestones import BY_NUMBER
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
 
@@ -39,6 +44,33 @@ def cmd_evaluate(args) -> int:
     return 1 if broken else 0
 
 
+def cmd_generate(args) -> int:
+    """Continue one prompt with several milestones side by side, exactly as the web app and its API do."""
+    torch.set_num_threads(1)  # sampling is many tiny matmuls: extra threads cost more than they save
+    comparison = compare.Comparison.from_folder(hub.resolve(args.weights))
+    if not comparison.models:
+        print(f"error: no loadable milestone folders in {hub.resolve(args.weights)}/", file=sys.stderr)
+        return 1
+    milestones = args.milestones or sorted(comparison.models)
+    request = comparison.request(milestones, args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    if dropped := comparison.dropped(request):
+        print(f"note: left out prompt characters the vocabulary lacks: {dropped!r}", file=sys.stderr)
+    texts = comparison.run(request)
+    if args.json:
+        print(json.dumps([{"milestone": n, "name": BY_NUMBER[n].name, "text": texts[n - 1]} for n in request.milestones], indent=1))
+    else:
+        for n in request.milestones:
+            print(f"── {BY_NUMBER[n].label} ──\n{request.prompt}{texts[n - 1]}\n")
+    return 0
+
+
+def milestone_list(value: str) -> list[int]:
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milestone numbers like 2,5,8, got {value!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toystory_gpt", description="Toy Story GPT tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,10 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--weights", type=Path, default=Path("weights"))
     ev.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     ev.set_defaults(run=cmd_evaluate)
+    gen = sub.add_parser("generate", help=cmd_generate.__doc__)
+    gen.add_argument("--milestones", type=milestone_list, help="comma-separated milestone numbers (default: every one that loads)")
+    gen.add_argument("--prompt", default=compare.DEFAULTS["prompt"], help="text to continue (may be empty)")
+    gen.add_argument("--length", type=int, default=compare.DEFAULTS["length"], help="characters to generate per milestone")
+    gen.add_argument("--temperature", type=float, default=compare.DEFAULTS["temperature"], help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"], help="sample from the k likeliest characters (0 = all)")
+    gen.add_argument("--seed", type=int, default=compare.DEFAULTS["seed"], help="same seed and inputs, same text")
+    gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
+    gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
+    gen.set_defaults(run=cmd_generate)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except corpus.CorpusError as exc:
+    except (corpus.CorpusError, compare.InvalidRequest, hub.LocationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

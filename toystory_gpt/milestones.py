@@ -21,7 +21,7 @@ class Milestone:
 
     @property
     def label(self) -> str:
-        return f"{self.number} · {self.name}"
+        return f"{self.number} · {self.name}" if self.number else f"ablation · {self.name}"
 
     @property
     def folder(self) -> str:

@@ -42,9 +42,10 @@ class Decoder:
         return self._refill()
 
     def push(self, token: int) -> torch.Tensor:
-        self.window.append(token)
         if self.contextless:
-            return self._logits([token])
+            self.window = [token]
+            return self._logits(self.window)
+        self.window.append(token)
         if len(self.window) > self.block_size:
             self.window = self.window[-(self.block_size // 2):]
             return self._refill()

@@ -28,6 +28,7 @@ class TrainConfig:
     eval_interval: int = 100
     patience: int = 0              # stop after this many evaluations without a new best (0: never)
     seed: int = 1337
+    bf16: bool = True              # bfloat16 autocast for the forward pass, where the CPU/GPU supports it natively
 
 
 @dataclass
@@ -46,8 +47,9 @@ def evaluate(model: torch.nn.Module, data: torch.Tensor, block_size: int) -> flo
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    device = next(model.parameters()).device
     for x, y in evaluation_batches(data, block_size):
-        _, loss = model(x, y)
+        _, loss = model(x.to(device), y.to(device))
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
@@ -62,12 +64,20 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.learning_rate * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Native bfloat16 only: emulated on an older CPU, autocast would slow training down."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     # Decay matrices only: shrinking biases, norms' gains or the unigram's logits buys nothing.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, fused=True)
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, fused=fused)
 
 
 class Trainer:
@@ -85,6 +95,9 @@ class Trainer:
         generator = torch.Generator().manual_seed(cfg.seed)
         batches = BatchSampler(self.train_data, cfg.batch_size, cfg.block_size, generator)
         optimizer = make_optimizer(model, cfg)
+        device = next(model.parameters()).device
+        # Weights, gradients and optimizer state stay fp32; only the forward's matmuls run in bf16.
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and bf16_supported(device))
         start = time.perf_counter()
         best_val = evaluate(model, self.val_data, cfg.block_size)
         best_state, best_step, since_best = copy.deepcopy(model.state_dict()), 0, 0
@@ -97,7 +110,8 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(step, cfg)
                 x, y = batches()
-                _, loss = model(x, y)
+                with autocast:
+                    _, loss = model(x.to(device), y.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:

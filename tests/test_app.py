@@ -1,0 +1,98 @@
+"""The web app: its /generate API driven with gradio_client against the app on 127.0.0.1, and its start-up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+import app
+from toystory_gpt import compare
+
+GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=60, temperature=0.8, top_k=0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def client(app_url) -> Client:
+    return Client(app_url, verbose=False)
+
+
+def generate(client: Client, **change) -> tuple[str, ...]:
+    return client.predict(**{**GOOD, **change}, api_name="/generate")
+
+
+def test_one_text_per_selected_milestone_of_the_requested_length(client):
+    texts = generate(client)
+    assert len(texts) == 8
+    assert [len(t) for t in texts] == [0, 60, 0, 0, 60, 0, 0, 60]
+
+
+def test_same_seed_same_texts_other_seed_other_texts(client):
+    assert generate(client) == generate(client)
+    assert generate(client, seed=4) != generate(client)
+
+
+def test_api_text_is_the_librarys_and_so_the_clis(client, quick_weights):
+    comparison = compare.Comparison.from_folder(quick_weights)
+    request = comparison.request(**{**GOOD, "milestones": list(range(1, 9)), "top_k": 5})
+    assert list(generate(client, milestones=list(range(1, 9)), top_k=5)) == comparison.run(request)
+
+
+def test_empty_prompt_and_unknown_characters_still_generate(client):
+    assert [len(t) for t in generate(client, prompt="", milestones=[1])] == [60] + [0] * 7
+    assert len(generate(client, prompt="WOODY: ¡héllo <b>", milestones=[8])[7]) == 60
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(milestones=[]), "Choose at least one milestone to compare."),
+    (dict(length=5000), "length must be from 1 to 2,000, got 5000"),
+    (dict(temperature=3), "temperature must be a number from 0 to 2"),
+    (dict(top_k=-1), "top_k must be from 0 to 100, got -1"),
+    (dict(seed=1.5), "seed must be a whole number from 0 to 4,294,967,295, got 1.5"),
+    (dict(prompt="x" * 1001), "prompt is 1,001 characters long; the limit is 1,000"),
+    (dict(milestones=[9]), "each milestone must be from 1 to 8, got 9"),
+])
+def test_bad_input_gets_a_clear_message(client, change, message):
+    with pytest.raises(AppError) as error:
+        generate(client, **change)
+    assert message in str(error.value)
+
+
+def test_broken_and_missing_milestones_are_shown_not_fatal(quick_weights, tmp_path):
+    shutil.copytree(quick_weights, tmp_path / "w")
+    (tmp_path / "w" / "milestone7" / "config.json").write_text("{not json", encoding="utf-8")
+    shutil.rmtree(tmp_path / "w" / "milestone3")
+    demo = app.build_app(tmp_path / "w")
+    checkboxes = next(b for b in demo.blocks.values() if isinstance(b, gr.CheckboxGroup))
+    assert [value for _, value in checkboxes.choices] == [1, 2, 4, 5, 6, 8]
+    notice = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "notice")
+    assert "7 · + layer normalization** is unavailable: its weights are broken (milestone7: config.json: not valid JSON" in notice.value
+    assert "3 · single-head attention** is unavailable: it has not been trained" in notice.value
+
+
+def test_training_tab_reads_what_training_saved(quick_weights):
+    comparison = compare.Comparison.from_folder(quick_weights)
+    curves = app.training_curves(comparison, quick_weights)
+    assert sorted(curves.milestone.unique()) == ["1", "2", "3", "4", "5", "6", "7", "8", "ablation"]
+    assert set(curves.split) == {"train", "val"} and curves.loss.notna().all()
+    assert "vocabulary: 77 distinct characters" in app.corpus_statistics(comparison)
+
+
+def test_throttle_sends_few_updates_and_always_the_last():
+    assert list(app.throttle(iter(range(1000)), interval=60)) == [0, 999]
+    assert list(app.throttle(iter(range(5)), interval=0)) == [0, 1, 2, 3, 4]
+
+
+def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
+    # What a Space does: import app.py with $TOYSTORY_WEIGHTS set, and log what loaded.
+    env = {**os.environ, "TOYSTORY_WEIGHTS": str(quick_weights)}
+    done = subprocess.run([sys.executable, "-c", "import app; assert app.demo is not None"], cwd=app.__file__.rpartition("/")[0],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "loaded 8 · + dropout: 31,232 parameters" in done.stderr

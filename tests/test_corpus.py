@@ -1,0 +1,129 @@
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from toystory_gpt import corpus
+
+
+@pytest.fixture(scope="module")
+def elements(corpus_path):
+    return corpus.parse_screenplay(corpus.read_screenplay(corpus_path))
+
+
+@pytest.fixture(scope="module")
+def text(elements):
+    return corpus.render(elements)
+
+
+def test_shared_copy_matches_the_pinned_checksum(corpus_path):
+    assert corpus.sha256_of(corpus_path) == corpus.CORPUS_SHA256
+
+
+def test_clean_text_has_no_layout_left(text):
+    assert "\r" not in text
+    assert "  " not in text
+    assert all(line == line.strip() and line for line in text.splitlines())
+    assert "Screenplay by" not in text  # the title page is dropped
+    assert text.startswith("FADE IN:\nINT. ANDY'S BEDROOM\n")
+    assert text.endswith("FADE OUT.\nTHE END\n")
+
+
+def test_speeches_become_speaker_colon_dialogue(text, elements):
+    lines = text.splitlines()
+    assert "ANDY: (pulling Woody's string) You saved the day again, Woody." in lines
+    assert "WOODY (VOICE BOX): Reach for the sky." in lines
+    # a word hyphenated across a line break is re-joined
+    assert any(line.startswith("ANDY (AS POTATO HEAD): Alright everyone, this is a stick-up!") for line in lines)
+    # every speech line starts with its speaker cue
+    speeches = [e for e in elements if e.speaker]
+    assert len(speeches) > 800
+    assert all(e.render().startswith(e.speaker + ": ") for e in speeches)
+    assert {"WOODY", "BUZZ", "SID", "REX", "HAMM"} <= {e.speaker for e in speeches}
+
+
+def test_action_paragraphs_are_reflowed_and_headings_kept(text):
+    lines = text.splitlines()
+    assert "INT. ANDY'S BEDROOM" in lines
+    assert "CUT TO:" in lines
+    assert any(line.startswith("A row of moving boxes lie on the floor of the room. They are drawn up in crayon")
+               for line in lines)
+
+
+def test_parsing_is_deterministic_and_ending_agnostic(corpus_path, text):
+    raw = corpus.read_screenplay(corpus_path)
+    assert corpus.clean_screenplay(raw) == text
+    assert corpus.clean_screenplay(raw.replace("\r", "\n")) == text
+    assert corpus.clean_screenplay(raw.replace("\r", "\r\n")) == text
+
+
+def test_stats(elements):
+    s = corpus.stats(elements)
+    assert s.characters == len(corpus.render(elements))
+    assert s.top_speakers[0][0] == "WOODY"
+    assert s.top_speakers[1][0] == "BUZZ"
+    assert s.speeches == sum(1 for e in elements if e.speaker)
+    assert "WOODY" in s.to_text()
+
+
+def test_split_is_90_10_by_position():
+    data = list(range(100))
+    train, val = corpus.split(data)
+    assert train == list(range(90)) and val == list(range(90, 100))
+
+
+def test_locate_prefers_argument_then_environment(tmp_path, corpus_path, monkeypatch):
+    assert corpus.locate(corpus_path) == corpus_path
+    assert corpus.locate(corpus_path.parent) == corpus_path  # a folder holding the file works too
+    monkeypatch.setenv(corpus.CORPUS_ENV, str(corpus_path))
+    assert corpus.locate(None, cache_dir=tmp_path) == corpus_path
+    with pytest.raises(corpus.CorpusError, match="not found"):
+        corpus.locate(tmp_path / "missing.txt")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on 127.0.0.1: no real network in tests."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_verifies_and_caches(http_server, tmp_path):
+    root, url = http_server
+    payload = b"WOODY\rReach for the sky.\r"
+    (root / "s.txt").write_bytes(payload)
+    cache = tmp_path / "cache"
+    path = corpus.locate(None, cache_dir=cache, url=f"{url}/s.txt", sha256=hashlib.sha256(payload).hexdigest())
+    assert path.read_bytes() == payload
+    assert sorted(p.name for p in cache.iterdir()) == [corpus.CORPUS_FILENAME]
+
+
+def test_checksum_mismatch_saves_nothing(http_server, tmp_path):
+    root, url = http_server
+    (root / "s.txt").write_bytes(b"tampered")
+    cache = tmp_path / "cache"
+    with pytest.raises(corpus.CorpusError, match="checksum mismatch.*--corpus"):
+        corpus.locate(None, cache_dir=cache, url=f"{url}/s.txt", sha256="0" * 64)
+    assert list(cache.iterdir()) == []
+
+
+def test_offline_download_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(corpus.CORPUS_ENV, raising=False)
+    cache = tmp_path / "cache"
+    # port 9 on loopback: nothing listens, the connection is refused at once
+    with pytest.raises(corpus.CorpusError, match="--corpus PATH"):
+        corpus.locate(None, cache_dir=cache, url="http://127.0.0.1:9/s.txt")
+    assert list(cache.iterdir()) == []

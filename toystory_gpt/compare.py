@@ -1,0 +1,117 @@
+"""Generate from several milestones side by side: validate one request, then grow every text together.
+
+The web app, its ``/generate`` API and ``python -m toystory_gpt generate`` all go through here,
+so the same inputs and seed give the same texts everywhere. Each milestone samples with its own
+generator seeded from the request's seed, so its text does not depend on which others run beside it.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .milestones import BY_NUMBER, MILESTONES
+from .sampler import generate
+from .weights import SavedModel, WeightsError, load_all
+
+MAX_PROMPT = 1000       # characters; the models only ever see their last block_size of them anyway
+MAX_LENGTH = 2000       # characters generated per milestone
+MAX_TEMPERATURE = 2.0
+MAX_TOP_K = 100         # above the vocabulary size, top-k keeps everything, as 0 does
+MAX_SEED = 2**32 - 1
+
+DEFAULTS = dict(prompt="WOODY:", length=300, temperature=0.8, top_k=0, seed=0)
+
+
+class InvalidRequest(ValueError):
+    """A request the models cannot serve; the message is meant for the person who sent it."""
+
+
+@dataclass(frozen=True)
+class Request:
+    milestones: tuple[int, ...]  # ladder order, no repeats
+    prompt: str
+    length: int
+    temperature: float
+    top_k: int
+    seed: int
+
+
+def _whole(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON and sliders send numbers as floats: 300.0 is a fine length, 2.5 is not
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be a whole number from {low:,} to {high:,}, got {reprlib.repr(value)}")
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be from {low:,} to {high:,}, got {reprlib.repr(value)}")
+    return value
+
+
+def validate(milestones: Sequence, prompt, length, temperature, top_k, seed) -> Request:
+    """Check every input as an API caller may send it (anything JSON can hold); raise InvalidRequest if wrong."""
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+        raise InvalidRequest(f"milestones must be a list of milestone numbers 1-{len(MILESTONES)}, got {reprlib.repr(milestones)}")
+    # Gradio's API page lists the choices as strings, so "5" is accepted as well as 5.
+    numbers = {_whole(int(n) if isinstance(n, str) and n.strip().isdigit() else n, "each milestone", 1, len(MILESTONES))
+               for n in milestones}
+    if not numbers:
+        raise InvalidRequest("Choose at least one milestone to compare.")
+    prompt = "" if prompt is None else prompt
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"prompt must be text, got {reprlib.repr(prompt)}")
+    if len(prompt) > MAX_PROMPT:
+        raise InvalidRequest(f"prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT:,}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= MAX_TEMPERATURE:
+        raise InvalidRequest(f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} (0 = always the likeliest character), got {reprlib.repr(temperature)}")
+    return Request(milestones=tuple(sorted(numbers)), prompt=prompt,
+                   length=_whole(length, "length", 1, MAX_LENGTH), temperature=float(temperature),
+                   top_k=_whole(top_k, "top_k", 0, MAX_TOP_K), seed=_whole(seed, "seed", 0, MAX_SEED))
+
+
+class Comparison:
+    """The milestones that loaded, and why the others did not; serves requests against them."""
+
+    def __init__(self, loaded: list[SavedModel], broken: dict[int, WeightsError]):
+        self.models = {saved.milestone.number: saved for saved in loaded}
+        self.broken = broken
+
+    @classmethod
+    def from_folder(cls, weights_dir: Path) -> "Comparison":
+        return cls(*load_all(weights_dir))
+
+    def unavailable_reason(self, number: int) -> str:
+        if number in self.broken:
+            return f"its weights are broken ({self.broken[number]})"
+        return "it has not been trained (no weights folder)"
+
+    def request(self, milestones: Sequence, prompt, length, temperature, top_k, seed) -> Request:
+        """``validate``, and check that every chosen milestone is loaded."""
+        request = validate(milestones, prompt, length, temperature, top_k, seed)
+        for number in request.milestones:
+            if number not in self.models:
+                raise InvalidRequest(f"Milestone {BY_NUMBER[number].label} is unavailable: {self.unavailable_reason(number)}.")
+        return request
+
+    def dropped(self, request: Request) -> str:
+        """The prompt's characters that some chosen milestone's vocabulary lacks (they are left out)."""
+        dropped = "".join(self.models[n].tokenizer.encode(request.prompt).dropped for n in request.milestones)
+        return "".join(dict.fromkeys(dropped))
+
+    def stream(self, request: Request) -> Iterator[list[str]]:
+        """Yield all eight texts (ladder order, "" where not chosen) after every round of one character per milestone."""
+        texts = [""] * len(MILESTONES)
+        streams = [generate(self.models[n].model, self.models[n].tokenizer, request.prompt, request.length,
+                            request.temperature, request.top_k, request.seed) for n in request.milestones]
+        for characters in zip(*streams):  # round-robin, so the texts grow together
+            for number, character in zip(request.milestones, characters):
+                texts[number - 1] += character
+            yield list(texts)
+
+    def run(self, request: Request) -> list[str]:
+        """The eight finished texts."""
+        texts = [""] * len(MILESTONES)
+        for texts in self.stream(request):
+            pass
+        return texts
