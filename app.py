@@ -147,13 +147,13 @@ def corpus_statistics(comparison: compare.Comparison) -> str:
 WHY_WORSE = {
     3: "Attention must learn from scratch what the bigram table stores directly (which character follows which); "
        "until it has trained long enough to use the wider context, it trails the table.",
-    4: "Four heads of 32 dimensions each see narrower queries and keys than one head of 128 with the same parameters; "
-       "with nothing after attention to combine them, the split alone buys little at this size.",
+    4: "Four heads of 32 dimensions each match queries and keys in a narrower space than one head of 128, for the "
+       "same parameters; with no feed-forward layer yet to compute on what the heads gather, the split buys little.",
     5: "The feed-forward layer sits in the only path from input to output (no residual yet), "
        "so the gradient must pass through one more transformation, which makes the model harder to train.",
     6: "Four blocks take longer per step, and with the same step budget a deeper model may not have converged.",
-    7: "At four blocks the residual stream stays well scaled on its own, so normalization has little to fix, "
-       "and it changes the effective learning rate the shared settings were chosen for.",
+    7: "At only four blocks the residual stream stays well scaled without it, so normalization has little to fix "
+       "here; its benefit grows with depth.",
     8: "Dropout trades fit for generalization: it only pays once a model over-fits.",
 }
 
@@ -196,7 +196,7 @@ ABOUT = """
 ## How to run it yourself
 
 ```bash
-git clone <this repo> toystory-gpt && cd toystory-gpt
+# in a clone of this repository, with Python 3.11
 python -m venv .venv && . .venv/bin/activate
 pip install -r requirements.txt
 python app.py                      # this app, on http://127.0.0.1:7860
@@ -225,6 +225,7 @@ def build_app(weights_dir: Path) -> gr.Blocks:
     for number in sorted(set(BY_NUMBER) - set(comparison.models)):
         log.warning("unavailable %s: %s", BY_NUMBER[number].label, comparison.unavailable_reason(number))
     available = sorted(comparison.models)
+    log.info("serving %d of %d milestones from %s", len(available), len(MILESTONES), weights_dir)
     rows = report.collect_rows(weights_dir)
 
     def run(milestones, prompt, length, temperature, top_k, seed):
@@ -246,10 +247,10 @@ def build_app(weights_dir: Path) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=300):
                     milestones = gr.CheckboxGroup([(BY_NUMBER[n].label, n) for n in available], value=available,
-                                                  label="Milestones to compare", elem_id="milestones")
+                                                  label="Milestones to compare", show_select_all=True, elem_id="milestones")
                     prompt = gr.Textbox(compare.DEFAULTS["prompt"], label="Prompt", lines=2, max_lines=6,
                                         max_length=compare.MAX_PROMPT, elem_id="prompt",
-                                        info="Empty is fine: the models then start a new line.")
+                                        info="Empty is fine: the models then start a new line. Shift+Enter generates.")
                     length = gr.Slider(1, compare.MAX_LENGTH, compare.DEFAULTS["length"], step=1, label="Length (characters)",
                                        elem_id="length")
                     temperature = gr.Slider(0, compare.MAX_TEMPERATURE, compare.DEFAULTS["temperature"], step=0.05,
@@ -273,8 +274,11 @@ def build_app(weights_dir: Path) -> gr.Blocks:
                                            min_width=0) as card:
                                 if m.number in available:
                                     gr.Markdown(card_markdown(comparison, m.number))
-                                texts.append(gr.Textbox(label=m.label, show_label=False, container=False, lines=9, max_lines=9, interactive=False,
-                                                        buttons=["copy"], elem_id=f"text-{m.number}"))
+                                # The box grows with the text (to ~2,000 characters): Gradio's autoscroll
+                                # does not follow streamed updates, so a fixed box would hide the newest text.
+                                texts.append(gr.Textbox(label=m.label, show_label=False, container=False, lines=10,
+                                                        max_lines=100, interactive=False, buttons=["copy"],
+                                                        elem_id=f"text-{m.number}"))
                             cards.append(card)
             event = gr.on([generate.click, prompt.submit], run, inputs=[milestones, prompt, length, temperature, top_k, seed],
                           outputs=texts, api_name="generate", preprocess=False,  # compare.validate checks raw API input
@@ -294,7 +298,7 @@ def build_app(weights_dir: Path) -> gr.Blocks:
             gr.Markdown(corpus_statistics(comparison), elem_id="corpus-stats")
         with gr.Tab("About"):
             gr.Markdown("## The ladder, and what each step did\n\n" + results_markdown(rows) + "\n" + ABOUT)
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    demo.queue(max_size=QUEUE_SIZE)
     return demo
 
 

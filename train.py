@@ -53,7 +53,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tuple, device, quick: bool,
-              out: Path, stats_text: str) -> None:
+              out: Path, stats: dict) -> None:
     model_cfg = milestone.model_config(vocab)
     if quick and model_cfg.n_layer:
         model_cfg = dataclasses.replace(model_cfg, **QUICK_MODEL, n_layer=min(model_cfg.n_layer, 2))
@@ -70,6 +70,8 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
             "steps": result.steps, "wall_time": result.wall_time, "device": str(device),
             "model_config": dataclasses.asdict(model_cfg), "train_config": dataclasses.asdict(train_cfg),
             "history": result.history}
+    if milestone.number == 1:
+        info["corpus_stats"] = stats
     model.cpu()
     tokenizer = CharTokenizer(vocab)
     text = "".join(generate(model, tokenizer, SAMPLE_PROMPT, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=train_cfg.seed))
@@ -77,7 +79,7 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
               f"Best validation loss {result.best_val_loss:.3f} nats/char. Sample: prompt {SAMPLE_PROMPT!r}, "
               f"{SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}, seed {train_cfg.seed}.\n\n")
     if milestone.number == 1:
-        sample += f"Corpus statistics (clean text, both splits):\n{stats_text}\n"
+        sample += f"Corpus statistics (clean text, both splits):\n{corpus.CorpusStats(**stats).to_text()}\n"
     sample += SAMPLE_PROMPT + text + "\n"
     weights.save(out / milestone.folder, model, info, sample, report.model_card(milestone, info))
 
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     text = corpus.render(elements)
     tokenizer = CharTokenizer.from_text(text)
     train_data, val_data = corpus.split(torch.tensor(tokenizer.encode(text).ids))
-    stats_text = corpus.stats(elements).to_text()
+    stats = dataclasses.asdict(corpus.stats(elements))
     print(f"corpus: {len(text):,} characters, vocabulary {tokenizer.vocab_size}, "
           f"train {len(train_data):,} / val {len(val_data):,}")
 
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         train_all(todo, args.jobs, tokenizer.vocab, train_cfg, (train_data, val_data), device, args.quick,
-                  args.out, stats_text)
+                  args.out, stats)
     except KeyboardInterrupt:
         print("\ninterrupted: the models that finished are saved; the others' folders are untouched", file=sys.stderr)
         return 130

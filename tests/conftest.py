@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -35,11 +36,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(quick_weights):
-    """The web app serving the quick weights, launched in this process on a free local port."""
+def served_weights(request) -> Path:
+    """What the app tests serve: $TOYSTORY_TEST_WEIGHTS if set (e.g. the real weights, for the README screenshot), else the quick ladder."""
+    if folder := os.environ.get("TOYSTORY_TEST_WEIGHTS"):
+        return Path(folder)
+    return request.getfixturevalue("quick_weights")
+
+
+@pytest.fixture(scope="session")
+def app_url(served_weights):
+    """The web app, launched in this process on a free local port."""
     import app
 
-    demo = app.build_app(quick_weights)
+    demo = app.build_app(served_weights)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url.rstrip("/")
     demo.close()

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -38,8 +39,8 @@ def test_same_seed_same_texts_other_seed_other_texts(client):
     assert generate(client, seed=4) != generate(client)
 
 
-def test_api_text_is_the_librarys_and_so_the_clis(client, quick_weights):
-    comparison = compare.Comparison.from_folder(quick_weights)
+def test_api_text_is_the_librarys_and_so_the_clis(client, served_weights):
+    comparison = compare.Comparison.from_folder(served_weights)
     request = comparison.request(**{**GOOD, "milestones": list(range(1, 9)), "top_k": 5})
     assert list(generate(client, milestones=list(range(1, 9)), top_k=5)) == comparison.run(request)
 
@@ -92,7 +93,7 @@ def test_throttle_sends_few_updates_and_always_the_last():
 def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
     # What a Space does: import app.py with $TOYSTORY_WEIGHTS set, and log what loaded.
     env = {**os.environ, "TOYSTORY_WEIGHTS": str(quick_weights)}
-    done = subprocess.run([sys.executable, "-c", "import app; assert app.demo is not None"], cwd=app.__file__.rpartition("/")[0],
+    done = subprocess.run([sys.executable, "-c", "import app; assert app.demo is not None"], cwd=Path(app.__file__).parent,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "loaded 8 · + dropout: 31,232 parameters" in done.stderr

@@ -1,7 +1,9 @@
 """End to end in a real browser: Debian's Chromium, driven by Playwright, against the app on 127.0.0.1.
 
-Set ``TOYSTORY_SCREENSHOT=docs/screenshot.png`` to save the page once all eight cards have filled
-(that is how the README's screenshot is made; on the real weights, set ``TOYSTORY_SCREENSHOT_WEIGHTS`` too).
+Set ``TOYSTORY_SCREENSHOT=docs/screenshot.png`` to save the page once all eight cards have filled; that is
+how the README's screenshot is made, on the real weights with ``TOYSTORY_TEST_WEIGHTS=weights``::
+
+    TOYSTORY_TEST_WEIGHTS=weights TOYSTORY_SCREENSHOT=docs/screenshot.png python -m pytest tests/test_browser.py -k all_eight
 """
 
 from __future__ import annotations

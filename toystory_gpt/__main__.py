@@ -47,9 +47,12 @@ def cmd_evaluate(args) -> int:
 def cmd_generate(args) -> int:
     """Continue one prompt with several milestones side by side, exactly as the web app and its API do."""
     torch.set_num_threads(1)  # sampling is many tiny matmuls: extra threads cost more than they save
-    comparison = compare.Comparison.from_folder(hub.resolve(args.weights))
+    folder = hub.resolve(args.weights)
+    comparison = compare.Comparison.from_folder(folder)
+    for error in comparison.broken.values():
+        print(f"warning: {error}", file=sys.stderr)
     if not comparison.models:
-        print(f"error: no loadable milestone folders in {hub.resolve(args.weights)}/", file=sys.stderr)
+        print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
         return 1
     milestones = args.milestones or sorted(comparison.models)
     request = comparison.request(milestones, args.prompt, args.length, args.temperature, args.top_k, args.seed)

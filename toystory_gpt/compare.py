@@ -54,7 +54,7 @@ def validate(milestones: Sequence, prompt, length, temperature, top_k, seed) -> 
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise InvalidRequest(f"milestones must be a list of milestone numbers 1-{len(MILESTONES)}, got {reprlib.repr(milestones)}")
     # Gradio's API page lists the choices as strings, so "5" is accepted as well as 5.
-    numbers = {_whole(int(n) if isinstance(n, str) and n.strip().isdigit() else n, "each milestone", 1, len(MILESTONES))
+    numbers = {_whole(int(n) if isinstance(n, str) and n.strip().isdecimal() else n, "each milestone", 1, len(MILESTONES))
                for n in milestones}
     if not numbers:
         raise InvalidRequest("Choose at least one milestone to compare.")

@@ -48,7 +48,7 @@ MILESTONES = (
     Milestone(7, "+ layer normalization", "Pre-norm LayerNorm before each sub-layer and a final one keep activations well scaled.",
               dict(WIDTH, n_layer=DEPTH, n_head=4, feed_forward=True, residual=True, layer_norm=True)),
     Milestone(8, "+ dropout", "Randomly zeroing activations during training fights over-fitting the small corpus.",
-              dict(WIDTH, n_layer=DEPTH, n_head=4, feed_forward=True, residual=True, layer_norm=True, dropout=0.2)),
+              dict(WIDTH, n_layer=DEPTH, n_head=4, feed_forward=True, residual=True, layer_norm=True, dropout=0.1)),
 )
 
 # Milestone 6 adds residuals and depth at once; this model has the depth without the residuals, to show why.

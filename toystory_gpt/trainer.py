@@ -19,14 +19,14 @@ class TrainConfig:
     max_steps: int = 2000
     batch_size: int = 32
     block_size: int = 128
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1      # cosine decay ends at this fraction of the peak
     warmup_steps: int = 100
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0
     eval_interval: int = 100
-    patience: int = 0              # stop after this many evaluations without a new best (0: never)
+    patience: int = 5              # stop after this many evaluations without a new best (0: never)
     seed: int = 1337
     bf16: bool = True              # bfloat16 autocast for the forward pass, where the CPU/GPU supports it natively
 
