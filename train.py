@@ -3,13 +3,17 @@
     python train.py                                   # all eight (+ the no-residual ablation)
     python train.py --milestones 2,5,8 --corpus ../shared/data/toy-story-1995-screenplay.txt
     python train.py --quick --out /tmp/weights        # a tiny configuration, for smoke tests
+    python train.py --resume                          # finish an interrupted run where it stopped
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing
+import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from toystory_gpt import corpus, report, weights
+from toystory_gpt import checkpoint, corpus, report, weights
 from toystory_gpt.milestones import ABLATION, BY_NUMBER, MILESTONES, Milestone
 from toystory_gpt.model import GPT
 from toystory_gpt.sampler import generate
@@ -54,6 +58,7 @@ def pick_device(name: str) -> torch.device:
 
 def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tuple, device, quick: bool,
               out: Path, stats: dict) -> None:
+    """Train one model (resuming from its checkpoint if there is one) and save its weights folder."""
     model_cfg = milestone.model_config(vocab)
     if quick and model_cfg.n_layer:
         model_cfg = dataclasses.replace(model_cfg, **QUICK_MODEL, n_layer=min(model_cfg.n_layer, 2))
@@ -62,7 +67,8 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
     train_cfg = dataclasses.replace(train_cfg, block_size=min(train_cfg.block_size, model_cfg.block_size))
     torch.manual_seed(train_cfg.seed)
     model = GPT(model_cfg).to(device)
-    result = Trainer(model, train_cfg, *data).run(desc=f"{milestone.label:<28}")
+    saved_state = checkpoints(out) / milestone.folder
+    result = Trainer(model, train_cfg, *data).run(desc=f"{milestone.label:<28}", checkpoint_dir=saved_state)
     if result.interrupted:
         raise KeyboardInterrupt
     info = {"milestone": milestone.number, "name": milestone.name, "idea": milestone.idea,
@@ -82,10 +88,25 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
         sample += f"Corpus statistics (clean text, both splits):\n{corpus.CorpusStats(**stats).to_text()}\n"
     sample += SAMPLE_PROMPT + text + "\n"
     weights.save(out / milestone.folder, model, info, sample, report.model_card(milestone, info))
+    checkpoint.remove(saved_state)
 
 
-def train_all(todo: list[Milestone], jobs: int, *args) -> None:
-    """Train each model (``train_one(milestone, *args)``), ``jobs`` at a time in separate processes.
+def checkpoints(out: Path) -> Path:
+    """Where an unfinished run keeps its checkpoints and its record (``run.json``) until it completes."""
+    return out / ".checkpoints"
+
+
+def record_run(out: Path, run: dict) -> None:
+    path = checkpoints(out) / "run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(run), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train_all(todo: list[Milestone], jobs: int, on_done, *args) -> None:
+    """Train each model (``train_one(milestone, *args)``), ``jobs`` at a time in separate processes,
+    calling ``on_done(milestone)`` as each one is saved.
 
     Small models use cores poorly one at a time, so on a 2-core machine two single-threaded
     trainings beat one two-threaded training; the deepest models go first to keep both busy.
@@ -93,13 +114,16 @@ def train_all(todo: list[Milestone], jobs: int, *args) -> None:
     if jobs == 1:
         for milestone in todo:
             train_one(milestone, *args)
+            on_done(milestone)
         return
     threads = max(1, torch.get_num_threads() // jobs)
     order = sorted(todo, key=lambda m: m.config.get("n_layer", 0), reverse=True)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        for future in as_completed([pool.submit(train_one, m, *args) for m in order]):
+        futures = {pool.submit(train_one, m, *args): m for m in order}
+        for future in as_completed(futures):
             future.result()
+            on_done(futures[future])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,9 +139,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="also train the deep-without-residuals ablation (default: when milestone 6 is trained)")
     parser.add_argument("--quick", action="store_true", help="tiny models and a few steps: a smoke test in seconds")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once, each in its own process (default 1)")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish the interrupted run in --out with its own options, from its checkpoints")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    run_file = checkpoints(args.out) / "run.json"
+    if args.resume:
+        if not run_file.is_file():
+            print(f"error: nothing to resume: {run_file} records no interrupted run", file=sys.stderr)
+            return 2
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+        argv = run["argv"]
+        args = parser.parse_args(argv)
+        print(f"resuming `python train.py {' '.join(argv)}`; already saved: {run['done'] or 'none'}")
+    else:
+        shutil.rmtree(checkpoints(args.out), ignore_errors=True)  # a new run starts from scratch
+        run = {"argv": argv, "done": []}
 
     try:
         elements = corpus.load_elements(args.corpus)
@@ -138,19 +177,31 @@ def main(argv: list[str] | None = None) -> int:
     todo = [BY_NUMBER[n] for n in args.milestones]
     if args.ablation if args.ablation is not None else 6 in args.milestones:
         todo.append(ABLATION)
+    todo = [m for m in todo if m.folder not in run["done"]]
 
+    def on_done(milestone: Milestone) -> None:
+        run["done"].append(milestone.folder)
+        record_run(args.out, run)
+
+    record_run(args.out, run)
     start = time.perf_counter()
     try:
-        train_all(todo, args.jobs, tokenizer.vocab, train_cfg, (train_data, val_data), device, args.quick,
+        train_all(todo, args.jobs, on_done, tokenizer.vocab, train_cfg, (train_data, val_data), device, args.quick,
                   args.out, stats)
+    except checkpoint.CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the models that finished are saved; the others' folders are untouched", file=sys.stderr)
+        print("\ninterrupted: finished models are saved, the others' folders untouched; "
+              f"`python train.py --resume --out {args.out}` continues from the last checkpoints", file=sys.stderr)
         return 130
     total = time.perf_counter() - start
+    shutil.rmtree(checkpoints(args.out), ignore_errors=True)
     rows = report.collect_rows(args.out)
-    command = " ".join(["python train.py", *(sys.argv[1:] if argv is None else argv)])
-    report.write_summary(args.out, rows, f"Trained with `{command}` on {device} "
-                                         f"({torch.get_num_threads()} threads); the run took {total:.0f} s.")
+    command = " ".join(["python train.py", *argv])
+    threads = torch.get_num_threads() if args.jobs == 1 else max(1, torch.get_num_threads() // args.jobs)
+    report.write_summary(args.out, rows, f"Trained with `{command}` on {device} ({args.jobs} job(s) at once, "
+                                         f"{threads} thread(s) each); the run took {total:.0f} s.")
     print("\n" + report.table(rows))
     print(f"total wall time: {total:.0f} s; saved to {args.out}/")
     return 0

@@ -40,10 +40,12 @@ def test_folder_is_hub_shaped_without_pickle(quick_weights):
     assert not list(quick_weights.rglob("*.bin")) and not list(quick_weights.rglob("*.pt"))
 
 
-def test_truncated_safetensors_is_a_clear_error(folder):
+@pytest.mark.parametrize("keep", [0, 7, 1000, -100], ids=["empty", "in-header-size", "in-header", "in-data"])
+def test_truncated_safetensors_is_a_clear_error(folder, keep):
     path = folder / "model.safetensors"
-    path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: cannot be loaded"):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: not a readable safetensors file"):
         weights.load(folder, BY_NUMBER[8])
 
 
@@ -59,11 +61,51 @@ def test_missing_weights_file_is_a_clear_error(folder):
         weights.load(folder, BY_NUMBER[8])
 
 
-def test_config_that_does_not_match_the_tensors(folder):
+def edit_config(folder, change):
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["n_embd"] *= 2
+    change(cfg)
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: .*size mismatch"):
+
+
+def test_missing_config_is_a_clear_error(folder):
+    (folder / "config.json").unlink()
+    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: missing"):
+        weights.load(folder, BY_NUMBER[8])
+
+
+def test_config_with_unknown_keys(folder):
+    edit_config(folder, lambda cfg: cfg.update(n_experts=8))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: unknown keys \['n_experts'\]"):
+        weights.load(folder, BY_NUMBER[8])
+
+
+def test_config_with_missing_keys(folder):
+    edit_config(folder, lambda cfg: cfg.pop("n_layer"))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: missing keys \['n_layer'\]"):
+        weights.load(folder, BY_NUMBER[8])
+
+
+def test_config_with_a_bad_value(folder):
+    edit_config(folder, lambda cfg: cfg.update(n_head=3))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: .*divisible by n_head"):
+        weights.load(folder, BY_NUMBER[8])
+
+
+def test_tensors_of_the_wrong_shape(folder):
+    edit_config(folder, lambda cfg: cfg.update(n_embd=cfg["n_embd"] * 2))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: tensor '.*' has shape \[.*\], config.json needs"):
+        weights.load(folder, BY_NUMBER[8])
+
+
+def test_tensors_that_belong_to_another_model(folder):
+    edit_config(folder, lambda cfg: cfg.update(n_layer=cfg["n_layer"] + 1))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: missing tensors \['blocks.2"):
+        weights.load(folder, BY_NUMBER[8])
+
+
+def test_vocabulary_that_does_not_match_the_weights(folder):
+    edit_config(folder, lambda cfg: cfg.update(vocab=cfg["vocab"][:-1]))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: its vocabulary has \d+ characters but the weights were trained with \d+"):
         weights.load(folder, BY_NUMBER[8])
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .batches import BatchSampler, evaluation_batches
 
 
@@ -81,7 +84,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 
 class Trainer:
-    """Trains a model on a token stream, evaluating on the full validation split and keeping the best weights."""
+    """Trains a model on a token stream, evaluating on the full validation split and keeping the best weights.
+
+    With a ``checkpoint`` folder, the whole training state (weights, optimizer, RNGs, best so far,
+    history) is saved there at every evaluation, and a run started with that folder present picks
+    up where the saved one stopped: same batches, same dropout masks, same result.
+    """
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, train_data: torch.Tensor, val_data: torch.Tensor):
         self.model = model
@@ -89,7 +97,7 @@ class Trainer:
         self.train_data = train_data
         self.val_data = val_data
 
-    def run(self, desc: str = "training") -> TrainResult:
+    def run(self, desc: str = "training", checkpoint_dir: Path | None = None) -> TrainResult:
         """Train; on return the model holds its best-by-validation weights. Ctrl-C stops early, keeping the best so far."""
         cfg, model = self.cfg, self.model
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -98,17 +106,21 @@ class Trainer:
         device = next(model.parameters()).device
         # Weights, gradients and optimizer state stay fp32; only the forward's matmuls run in bf16.
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and bf16_supported(device))
-        start = time.perf_counter()
-        best_val = evaluate(model, self.val_data, cfg.block_size)
-        best_state, best_step, since_best = copy.deepcopy(model.state_dict()), 0, 0
-        history = [{"step": 0, "train_loss": None, "val_loss": best_val, "elapsed": 0.0}]
-        running, running_n, step, interrupted = 0.0, 0, 0, False
+        if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
+            state, best_state = self._restore(checkpoint_dir, optimizer, generator)
+        else:
+            val = evaluate(model, self.val_data, cfg.block_size)
+            state = {"step": 0, "best_val": val, "best_step": 0, "since_best": 0, "elapsed": 0.0,
+                     "history": [{"step": 0, "train_loss": None, "val_loss": val, "elapsed": 0.0}]}
+            best_state = copy.deepcopy(model.state_dict())
+        start = time.perf_counter() - state["elapsed"]
+        running, running_n, interrupted = 0.0, 0, False
         model.train()
-        bar = tqdm(total=cfg.max_steps, desc=desc, dynamic_ncols=True, leave=True)
+        bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=desc, dynamic_ncols=True, leave=True)
         try:
-            while step < cfg.max_steps:
+            while state["step"] < cfg.max_steps and not (cfg.patience and state["since_best"] >= cfg.patience):
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, cfg)
+                    group["lr"] = learning_rate(state["step"], cfg)
                 x, y = batches()
                 with autocast:
                     _, loss = model(x.to(device), y.to(device))
@@ -117,27 +129,55 @@ class Trainer:
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
-                step += 1
+                state["step"] += 1
                 running += loss.item()
                 running_n += 1
                 bar.update(1)
-                if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+                if state["step"] % cfg.eval_interval == 0 or state["step"] == cfg.max_steps:
                     val = evaluate(model, self.val_data, cfg.block_size)
-                    history.append({"step": step, "train_loss": running / running_n, "val_loss": val,
-                                    "elapsed": time.perf_counter() - start})
+                    state["elapsed"] = time.perf_counter() - start
+                    state["history"].append({"step": state["step"], "train_loss": running / running_n,
+                                             "val_loss": val, "elapsed": state["elapsed"]})
                     running, running_n = 0.0, 0
-                    if val < best_val:
-                        best_val, best_step, since_best = val, step, 0
+                    if val < state["best_val"]:
+                        state.update(best_val=val, best_step=state["step"], since_best=0)
                         best_state = copy.deepcopy(model.state_dict())
                     else:
-                        since_best += 1
-                    bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}", best=f"{best_val:.3f}")
-                    if cfg.patience and since_best >= cfg.patience:
-                        break
+                        state["since_best"] += 1
+                    bar.set_postfix(train=f"{state['history'][-1]['train_loss']:.3f}", val=f"{val:.3f}",
+                                    best=f"{state['best_val']:.3f}")
+                    if checkpoint_dir is not None:
+                        self._save(checkpoint_dir, state, best_state, optimizer, generator)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
         model.load_state_dict(best_state)
         model.eval()
-        return TrainResult(best_val, best_step, step, time.perf_counter() - start, history, interrupted)
+        return TrainResult(state["best_val"], state["best_step"], state["step"], time.perf_counter() - start,
+                           state["history"], interrupted)
+
+    def _save(self, folder: Path, state: dict, best_state: dict, optimizer, generator: torch.Generator) -> None:
+        optim_tensors, optim_settings = checkpoint.split_optimizer(optimizer)
+        tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()},
+                   **{f"best.{k}": v for k, v in best_state.items()}, **optim_tensors,
+                   "rng.batches": generator.get_state(), "rng.torch": torch.get_rng_state()}
+        checkpoint.save(folder, tensors, dict(state, optimizer=optim_settings, train_config=asdict(self.cfg)))
+
+    def _restore(self, folder: Path, optimizer, generator: torch.Generator) -> tuple[dict, dict]:
+        tensors, state = checkpoint.load(folder)
+        saved_cfg, cfg = state.pop("train_config"), json.loads(json.dumps(asdict(self.cfg)))
+        if saved_cfg != cfg:
+            changed = sorted(k for k in cfg if saved_cfg.get(k) != cfg[k])
+            raise checkpoint.CheckpointError(f"checkpoint {folder} was made with other training settings "
+                                             f"({', '.join(changed)}); delete it to start over")
+        device = next(self.model.parameters()).device
+        part = lambda prefix: {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            self.model.load_state_dict(part("model."))
+            checkpoint.join_optimizer(optimizer, tensors, state.pop("optimizer"))
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise checkpoint.CheckpointError(f"checkpoint {folder} does not fit this model ({exc}); delete it to start over") from None
+        generator.set_state(tensors["rng.batches"])
+        torch.set_rng_state(tensors["rng.torch"])
+        return state, part("best.")
