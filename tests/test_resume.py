@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+import torch
 
 import train
 from tests.conftest import ROOT
@@ -21,9 +22,11 @@ ARGS = ["--quick", "--milestones", "8", "--max-steps", "60"]
 # Run train.py in a child that stops (prints a marker, then sleeps) at a chosen instant, for the test to kill it there.
 CHILD = textwrap.dedent("""
     import os, sys, time
+    import torch
     import train
     from toystory_gpt import checkpoint, model
     point = sys.argv[1]
+    torch.set_num_threads(int(sys.argv[2]))  # the parent's: thread count changes float summation order
     def pause(label):
         print("PAUSED", label, flush=True)
         time.sleep(120)
@@ -53,12 +56,12 @@ CHILD = textwrap.dedent("""
             if ".old-" in str(dst) and "milestone8" in str(dst) and ".checkpoints" not in str(dst):
                 pause("between renames")
         os.replace = replace
-    sys.exit(train.main(sys.argv[2:]))
+    sys.exit(train.main(sys.argv[3:]))
 """)
 
 
 def run_until_paused(point: str, args: list[str]) -> str:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, point, *args], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, point, str(torch.get_num_threads()), *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 120
