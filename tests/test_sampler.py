@@ -59,6 +59,13 @@ def test_greedy_is_the_argmax_and_top_k_limits_choices():
     assert len({pick(logits, 5.0, 0, g) for _ in range(200)}) == 4
 
 
+@pytest.mark.parametrize("temperature", [1e-30, 1e-6, 5e-324])
+def test_tiny_temperatures_are_greedy_not_nan(temperature):
+    logits = torch.tensor([30.0, 31.0, -5.0, 29.9])
+    g = torch.Generator().manual_seed(0)
+    assert {pick(logits, temperature, 0, g) for _ in range(20)} == {1}
+
+
 def test_empty_prompt_and_unknown_characters():
     model = model_for(MILESTONES[7])
     assert len("".join(generate(model, TOK, "", 20, seed=0))) == 20

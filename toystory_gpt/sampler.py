@@ -66,7 +66,9 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.
     """Choose the next token: greedy at temperature 0, else sample from the (top-k) softmax."""
     if temperature == 0:
         return int(torch.argmax(logits))
-    logits = logits / temperature
+    # Shift first, so the likeliest logit is 0 and the rest negative, and divide in float64: a tiny
+    # temperature then gives -inf (probability 0) instead of overflowing to inf and a NaN softmax.
+    logits = (logits - logits.max()).double() / temperature
     if 0 < top_k < logits.numel():
         threshold = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < threshold, float("-inf"))
