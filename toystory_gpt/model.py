@@ -59,9 +59,6 @@ class KVCache:
         self.mask.fill_(float("-inf"))
         self.length = 0
 
-    def slots(self, layer: int, pos: torch.Tensor | None) -> tuple:
-        """What layer ``layer``'s attention needs: its keys, values, the new token's position (None: prefill) and the mask."""
-        return self.keys[layer], self.values[layer], pos, self.mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -203,9 +200,10 @@ class GPT(nn.Module, PyTorchModelHubMixin,
 
     def _transformer(self, idx, pos, cache: KVCache | None = None, attention: list | None = None):
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        step = pos if cache is not None and idx.size(1) == 1 and cache.length > 0 else None
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache.slots(layer, step) if cache is not None else None, attention)
+            # With a cache this is the prefill (position None): keys and values are written from slot 0.
+            kv = (cache.keys[layer], cache.values[layer], None, cache.mask) if cache is not None else None
+            x = block(x, kv, attention)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     def step(self, idx, pos, keys, values, mask):
