@@ -29,6 +29,7 @@ log = logging.getLogger("toystory_gpt.app")
 UPDATE_INTERVAL = 0.05  # seconds between screen updates while streaming: 20 a second looks live and stays light
 CONCURRENCY = 2         # generations at once: a free Space has 2 CPUs, and each generation uses one thread
 QUEUE_SIZE = 32         # more waiting visitors than this are told the app is busy instead of queueing for minutes
+SESSIONS_KEPT = 1000    # visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB
 
 EXAMPLES = ["WOODY:", "BUZZ: Buzz Lightyear to Star Command.", "INT. SID'S ROOM\n", "HAMM: ", ""]
 EXAMPLE_LABELS = ["WOODY:", "BUZZ: Buzz Lightyear to…", "INT. SID'S ROOM ⏎", "HAMM:", "(empty: start of a line)"]
@@ -87,6 +88,14 @@ def throttle(updates: Iterable, interval: float) -> Iterator:
             last_sent, pending = time.monotonic(), None
     if pending is not None:
         yield pending
+
+
+def shown_characters(characters: str) -> str:
+    """The characters for a message, space-separated; invisible ones and lone surrogates as U+XXXX.
+
+    A lone surrogate (which JSON can carry) would otherwise break the server's event stream: it cannot be encoded.
+    """
+    return " ".join(c if c.isprintable() else f"U+{ord(c):04X}" for c in characters)
 
 
 def card_markdown(comparison: compare.Comparison, number: int) -> str:
@@ -235,7 +244,7 @@ def build_app(weights_dir: Path) -> gr.Blocks:
         except compare.InvalidRequest as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         if dropped := comparison.dropped(request):
-            gr.Warning(f"Left out characters the models have never seen: {html.escape(' '.join(dropped))}")
+            gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(dropped))}")
         yield from throttle(comparison.stream(request), UPDATE_INTERVAL)
 
     def show_cards(milestones):
@@ -303,8 +312,8 @@ def build_app(weights_dir: Path) -> gr.Blocks:
 
 
 def launch(app: gr.Blocks, **server):
-    """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch)."""
-    return app.launch(theme=THEME, css=CSS, **server)
+    """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT sessions."""
+    return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT, **server})
 
 
 logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")

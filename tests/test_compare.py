@@ -63,9 +63,15 @@ def test_validate_never_fails_any_other_way(inputs):
 def test_stream_grows_every_text_together_in_ladder_order(comparison):
     request = comparison.request(**{**GOOD, "milestones": [8, 2, 5]})
     updates = list(comparison.stream(request))
-    assert len(updates) == request.length
-    for i, texts in enumerate(updates, start=1):
-        assert [len(t) for t in texts] == [0, i, 0, 0, i, 0, 0, i]
+    turns = -(-request.length // compare.CHUNK)
+    assert len(updates) == 3 * turns  # one update per milestone per turn
+    for i, texts in enumerate(updates):
+        lengths = [len(texts[n - 1]) for n in (2, 5, 8)]
+        assert [len(texts[n - 1]) for n in (1, 3, 4, 6, 7)] == [0] * 5
+        assert lengths == sorted(lengths, reverse=True)  # ladder order within a turn
+        assert lengths[0] - lengths[-1] <= compare.CHUNK  # never more than a chunk apart
+        if i % 3 == 2:  # the end of a turn: all level
+            assert lengths == [min(request.length, (i // 3 + 1) * compare.CHUNK)] * 3
 
 
 def test_each_text_depends_only_on_its_milestone_and_the_seed(comparison):

@@ -1,0 +1,231 @@
+"""The app under load: ``python app.py`` started locally, then N concurrent gradio_client users (each with its
+own client) each asking for all eight milestones R times in a row, at the app's default settings.
+
+    python benchmarks/app.py                         # users 1, 4, 16, 32 x 5 requests, length 300, weights/
+    python benchmarks/app.py --quick                 # users 1, 4 x 2 requests, length 100: well under a minute
+    python benchmarks/app.py --users 32 --requests 5 --weights /tmp/weights
+    python benchmarks/app.py --json                  # one JSON object instead of the table
+
+Per N: requests, ok, busy (refused because the queue was full: gradio_client's "Queue is full! Please try
+again."), other errors, p50/p95/max latency (submit to final text, queueing included), throughput, and the
+server's RSS before and after. Only 127.0.0.1 traffic; every request has a timeout; the server started here
+is always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/app.py` works
+from benchmarks.common import ROOT, WEIGHTS, machine, machine_line, table  # noqa: E402
+from toystory_gpt.compare import DEFAULTS  # noqa: E402
+from toystory_gpt.milestones import MILESTONES  # noqa: E402
+from toystory_gpt.weights import load_all  # noqa: E402
+
+START_TIMEOUT = 180      # seconds for the app to load its weights and answer
+REQUEST_TIMEOUT = 300    # seconds per request, queueing included
+HTTP_TIMEOUT = 120       # seconds for any one HTTP read (the event stream gets a heartbeat every 15 s)
+MB = 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python app.py`` on 127.0.0.1:<free port>, serving ``weights``; its log goes to a temporary file."""
+
+    def __init__(self, weights: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="toystory-app-", suffix=".log", delete=False)
+        env = {**os.environ, "TOYSTORY_WEIGHTS": str(weights), "GRADIO_SERVER_NAME": "127.0.0.1",
+               "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.ps = psutil.Process(self.process.pid)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"error: the app exited with code {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/config", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"error: the app did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def rss(self) -> int:
+        """The server's resident memory, its child processes included (Gradio may start a helper)."""
+        processes = [self.ps, *self.ps.children(recursive=True)]
+        total = 0
+        for p in processes:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def log_tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop the process started here (its whole session, so any helper it spawned goes too); never anything else."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 15)
+                self.process.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.process.pid, 9)
+                except ProcessLookupError:
+                    pass
+                self.process.wait(timeout=20)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def user(url: str, number: int, requests: int, length: int, barrier: threading.Barrier) -> list[dict]:
+    """One visitor with its own client: ``requests`` generations of all eight milestones, one after another."""
+    from gradio_client import Client
+    from gradio_client.utils import QueueError
+
+    try:  # connecting fetches the app's config; under load that can be slow, but never fatal to the run
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)})
+    except Exception as exc:  # noqa: BLE001
+        client, failure = None, f"could not connect: {type(exc).__name__}: {exc}"
+    try:
+        barrier.wait(timeout=REQUEST_TIMEOUT)  # every user connected (or failed to): the load starts at once
+    except threading.BrokenBarrierError:
+        pass
+    if client is None:
+        return [{"kind": "error", "seconds": None, "error": failure}] * requests
+    outcomes = []
+    try:
+        for i in range(requests):
+            inputs = dict(DEFAULTS, milestones=[m.number for m in MILESTONES], length=length, seed=1000 * number + i)
+            start = time.perf_counter()
+            job = client.submit(**inputs, api_name="/generate")
+            try:
+                texts = job.result(timeout=REQUEST_TIMEOUT)
+                ok = [len(t) for t in texts] == [length] * len(MILESTONES)
+                outcomes.append({"kind": "ok" if ok else "error", "seconds": time.perf_counter() - start,
+                                 **({} if ok else {"error": f"wrong lengths {[len(t) for t in texts]}"})})
+            except QueueError as exc:
+                outcomes.append({"kind": "busy", "seconds": time.perf_counter() - start, "error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal to the run
+                job.cancel()
+                outcomes.append({"kind": "error", "seconds": time.perf_counter() - start, "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        client.close()
+    return outcomes
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def stage(server: Server, users: int, requests: int, length: int) -> dict:
+    """N users at once; their outcomes, latencies and the server's RSS around them."""
+    rss_before = server.rss()
+    barrier = threading.Barrier(users)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=users) as pool:
+        sessions = list(pool.map(lambda n: user(server.url, n, requests, length, barrier), range(users)))
+    wall = time.perf_counter() - start  # includes each client's start-up (one config fetch), a small share
+    outcomes = [o for session in sessions for o in session]
+    ok = sorted(o["seconds"] for o in outcomes if o["kind"] == "ok")
+    errors = [o["error"] for o in outcomes if o["kind"] == "error"]
+    return {"users": users, "requests": len(outcomes), "ok": len(ok), "busy": sum(o["kind"] == "busy" for o in outcomes),
+            "errors": len(errors), "error_examples": sorted(set(errors))[:3],
+            "p50_s": percentile(ok, 50), "p95_s": percentile(ok, 95), "max_s": ok[-1] if ok else None,
+            "wall_s": wall, "requests_per_s": len(ok) / wall, "chars_per_s": len(ok) * len(MILESTONES) * length / wall,
+            "rss_before_mb": rss_before / MB, "rss_after_mb": server.rss() / MB}
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="weights folder to serve (default: the repo's weights/)")
+    parser.add_argument("--users", default=None, help="comma-separated concurrent user counts (default 1,4,16,32; --quick 1,4)")
+    parser.add_argument("--requests", type=int, default=None, help="requests per user (default 5; --quick 2)")
+    parser.add_argument("--length", type=int, default=None, help=f"characters per milestone (default {DEFAULTS['length']}; --quick 100)")
+    parser.add_argument("--quick", action="store_true", help="a run of well under a minute")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    users = [int(n) for n in (args.users or ("1,4" if args.quick else "1,4,16,32")).split(",") if n.strip()]
+    requests = args.requests or (2 if args.quick else 5)
+    length = args.length or (100 if args.quick else DEFAULTS["length"])
+    if not users or min(users) < 1 or requests < 1 or length < 1:
+        parser.error("--users, --requests and --length must be positive")
+
+    loaded, broken = load_all(args.weights)
+    if len(loaded) < len(MILESTONES):
+        print(f"error: {len(loaded)} of {len(MILESTONES)} milestones load from {args.weights}"
+              f"{': ' + '; '.join(map(str, broken.values())) if broken else ''}; train them or pass --weights", file=sys.stderr)
+        return 2
+    del loaded
+
+    server = Server(args.weights)
+    try:
+        server.wait_ready()
+        warm = stage(server, 1, 1, length)  # first request: lazy imports and allocations, not counted
+        if warm["ok"] != 1:
+            print(f"error: the warm-up request failed: {warm['error_examples']}\n{server.log_tail()}", file=sys.stderr)
+            return 1
+        rss_start = server.rss() / MB
+        stages = [stage(server, n, requests, length) for n in users]
+        rss_end = server.rss() / MB
+    finally:
+        server.stop()
+
+    figures = {"benchmark": "app", "weights": str(args.weights), "length": length, "requests_per_user": requests,
+               "milestones_per_request": len(MILESTONES), "machine": machine(), "rss_start_mb": rss_start,
+               "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start, "stages": stages}
+    if args.json:
+        print(json.dumps(figures, indent=1))
+        return 0
+    print(f"The app under load: all {len(MILESTONES)} milestones x {length} characters per request, "
+          f"{requests} requests per user, served from {args.weights}")
+    print(machine_line(figures["machine"]) + " (benchmark process; the app uses 1 thread per generation)\n")
+    print(table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s", "RSS before MB", "RSS after MB"],
+                [[s["users"], s["requests"], s["ok"], s["busy"], s["errors"], seconds(s["p50_s"]), seconds(s["p95_s"]),
+                  seconds(s["max_s"]), f"{s['requests_per_s']:.2f}", f"{s['chars_per_s']:,.0f}", f"{s['rss_before_mb']:.0f}",
+                  f"{s['rss_after_mb']:.0f}"] for s in stages]))
+    print(f"\nServer RSS after warm-up {rss_start:.0f} MB, after every stage {rss_end:.0f} MB "
+          f"(growth {rss_end - rss_start:+.0f} MB). Latency is submit to final text, queueing included.")
+    for s in stages:
+        for error in s["error_examples"]:
+            print(f"  {s['users']} users, error: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Sampling speed: characters per second for every milestone, with our KV-cached sampler, a naive full
+recompute of the same weights and Hugging Face GPT-2 ``generate`` of the same dimensions, all in one
+run; plus the wall time of all eight milestones generating together, as the app runs them.
+
+    python benchmarks/sampling.py            # the full run (about a minute)
+    python benchmarks/sampling.py --quick    # fewer runs: well under a minute
+    python benchmarks/sampling.py --json     # one JSON object instead of the tables
+
+Targets: milestone 8 at >= 5,000 chars/s and >= 10x HF generate; all eight x 500 characters in <= 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/sampling.py` works
+from benchmarks.common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, table, verdict  # noqa: E402
+from toystory_gpt.compare import Comparison  # noqa: E402
+from toystory_gpt.milestones import MILESTONES  # noqa: E402
+from toystory_gpt.sampler import generate  # noqa: E402
+
+PROMPT = "WOODY: "      # 7 characters, so GPT-2 with a 128-position table has room for 121 new tokens
+TEMPERATURE = 0.8
+TOP_K = 0               # sample from the whole softmax, as the app does by default
+SEED = 0
+
+TARGET_CHARS_PER_S = 5000
+TARGET_RATIO_VS_HF = 10
+TARGET_ALL_EIGHT_S = 0.5
+
+
+def ours(saved, length: int, use_cache: bool) -> None:
+    for _ in generate(saved.model, saved.tokenizer, PROMPT, length, TEMPERATURE, TOP_K, SEED, use_cache=use_cache):
+        pass
+
+
+def hf_generate(model, prompt_ids: torch.Tensor, new_tokens: int) -> None:
+    torch.manual_seed(SEED)
+    model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=new_tokens,
+                   do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, use_cache=True)
+
+
+def measure(ladder, length: int, runs: int) -> dict:
+    """chars/s of each milestone three ways: ours, naive (no cache) and, for the attention milestones, GPT-2."""
+    figures = {}
+    for saved in ladder:
+        n, config = saved.milestone.number, saved.model.config
+        row = {"params": saved.model.num_params,
+               "chars_per_s": length / median_seconds(lambda: ours(saved, length, True), runs),
+               "naive_chars_per_s": length / median_seconds(lambda: ours(saved, length, False), runs)}
+        if config.n_layer:  # the unigram and bigram have no transformer to twin
+            hf = gpt2_twin(config)
+            prompt_ids = torch.tensor([saved.tokenizer.encode(PROMPT).ids])
+            new_tokens = config.block_size - prompt_ids.size(1)  # GPT-2 cannot run past its position table
+            row["hf_new_tokens"] = new_tokens
+            row["hf_generate_chars_per_s"] = new_tokens / median_seconds(lambda: hf_generate(hf, prompt_ids, new_tokens), runs)
+            row["ratio_vs_hf_generate"] = row["chars_per_s"] / row["hf_generate_chars_per_s"]
+        row["ratio_vs_naive"] = row["chars_per_s"] / row["naive_chars_per_s"]
+        figures[n] = row
+    return figures
+
+
+def all_eight_seconds(comparison: Comparison, length: int, runs: int) -> float:
+    """All eight milestones generating ``length`` characters each, round-robin in this one thread, as the app does."""
+    request = comparison.request([m.number for m in MILESTONES], PROMPT, length, TEMPERATURE, TOP_K, SEED)
+    return median_seconds(lambda: comparison.run(request), runs)
+
+
+def fmt(rate: float) -> str:
+    return f"{rate:,.0f}"
+
+
+def report(figures: dict, all_eight: float, facts: dict, source: str, length: int, runs: int, block_size: int) -> str:
+    rows = []
+    for n, f in figures.items():
+        hf = "hf_generate_chars_per_s" in f
+        rows.append([MILESTONES[n - 1].label, f"{f['params']:,}", fmt(f["chars_per_s"]), fmt(f["naive_chars_per_s"]),
+                     fmt(f["hf_generate_chars_per_s"]) if hf else "—", f"{f['ratio_vs_naive']:.1f}×",
+                     f"{f['ratio_vs_hf_generate']:.1f}×" if hf else "—"])
+    m8 = figures[8]
+    new_tokens = m8["hf_new_tokens"]
+    targets = [[f"milestone 8 ≥ {TARGET_CHARS_PER_S:,} chars/s", fmt(m8["chars_per_s"]), verdict(m8["chars_per_s"] >= TARGET_CHARS_PER_S)],
+               [f"milestone 8 ≥ {TARGET_RATIO_VS_HF}× HF generate", f"{m8['ratio_vs_hf_generate']:.1f}×",
+                verdict(m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF)],
+               [f"all eight × 500 chars ≤ {TARGET_ALL_EIGHT_S} s", f"{all_eight:.3f} s" + ("" if length == 500 else f" ({length} chars)"),
+                verdict(all_eight <= TARGET_ALL_EIGHT_S)]]
+    return f"""Sampling speed — {machine_line(facts)}
+Models: {source}.
+Each figure: prompt {PROMPT!r}, temperature {TEMPERATURE}, top-k off, one stream, median of {runs} runs after one warmup run.
+
+{table(["milestone", "params", "ours chars/s", "naive chars/s", "HF generate chars/s", "ours ÷ naive", "ours ÷ HF"], rows)}
+
+- ours: toystory_gpt.sampler.generate, {length} characters: KV cache; when the {block_size}-token window is full the
+  Decoder keeps its newest half and re-encodes it in one batched pass (one extra forward every half window).
+- naive: the same function and weights with use_cache=False: the whole window re-run for every character
+  (milestones 1-2 only ever look at the last character, so for them naive and ours are the same code).
+- HF generate: GPT2LMHeadModel (random weights) with the milestone's n_layer/n_head/n_embd, n_positions = block size,
+  so it can only generate {new_tokens} new tokens after the {len(PROMPT)}-token prompt: its rate is per token over those
+  {new_tokens} (call overhead included). GPT-2 always has the feed-forward, norms and residuals that milestones 3-5 lack.
+
+All eight × {length} characters as the app runs them (Comparison.run, round-robin, one thread): {all_eight:.3f} s
+
+{table(["target", "measured", ""], targets)}"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="weights folder (default: weights/; random weights if incomplete)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the app samples with one thread)")
+    parser.add_argument("--runs", type=int, help="timed runs per figure, the median is reported (default 5, --quick 1)")
+    parser.add_argument("--length", type=int, default=500, help="characters per generation (default 500)")
+    parser.add_argument("--quick", action="store_true", help="fewer runs: well under a minute")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    args = parser.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 5)
+    torch.set_num_threads(args.threads)
+
+    ladder, source = load_ladder(args.weights)
+    facts = machine()
+    with torch.inference_mode():
+        figures = measure(ladder, args.length, runs)
+        all_eight = all_eight_seconds(Comparison(ladder, {}), args.length, runs)  # what Comparison.from_folder builds
+
+    if args.json:
+        m8 = figures[8]
+        flat = {f"milestone{n}_{key}": value for n, f in figures.items() for key, value in f.items()}
+        print(json.dumps({**facts, "trained_weights": source.startswith("trained"), "length": args.length,
+                          "runs": runs, **flat, "ratio_vs_hf_generate": m8["ratio_vs_hf_generate"],
+                          "ratio_vs_naive": m8["ratio_vs_naive"], "all_eight_seconds": all_eight,
+                          "target_milestone8_chars_per_s_met": m8["chars_per_s"] >= TARGET_CHARS_PER_S,
+                          "target_ratio_vs_hf_generate_met": m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF,
+                          "target_all_eight_seconds_met": all_eight <= TARGET_ALL_EIGHT_S}))
+    else:
+        print(report(figures, all_eight, facts, source, args.length, runs, ladder[-1].model.config.block_size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

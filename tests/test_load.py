@@ -1,0 +1,150 @@
+"""Load: concurrent gradio_client users against the app on 127.0.0.1, and what a full queue tells them.
+
+No timing assertions (``benchmarks/app.py`` measures latency): only that every request gets its texts or
+the clear "queue is full" message, that concurrent users get exactly their own texts, and that the server's
+memory stays within RSS_GROWTH_BOUND. The server runs in this process (``app_url``), so its RSS is ours.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+import pytest
+from gradio_client import Client
+from gradio_client.utils import QueueError, Status
+
+import app
+from tests.conftest import free_port
+from toystory_gpt import compare
+from toystory_gpt.milestones import MILESTONES
+
+USERS = 8
+REQUESTS = 2                 # per user
+LENGTH = 40                  # characters per milestone: short, as this runs in every CI run
+RSS_GROWTH_BOUND = 200 * 2**20
+REQUEST_TIMEOUT = 300        # seconds; bounds a hang, measures nothing
+HTTP_TIMEOUT = 120           # seconds for any one HTTP read (the event stream gets a heartbeat every 15 s)
+BUSY = "Queue is full! Please try again."   # gradio_client's own words when the server answers 503 queue_full
+
+ALL = [m.number for m in MILESTONES]
+
+
+def inputs(user: int, i: int, length: int = LENGTH) -> dict:
+    return dict(milestones=ALL, prompt="WOODY:", length=length, temperature=0.8, top_k=0, seed=1000 * user + i)
+
+
+def user_session(url: str, user: int, requests: int) -> list[tuple[str, dict, object]]:
+    """One visitor: its own client, ``requests`` generations in a row; each outcome is ok, busy or error."""
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)})  # not httpx's 5 s: CI may be busy
+    outcomes = []
+    try:
+        for i in range(requests):
+            sent = inputs(user, i)
+            try:
+                outcomes.append(("ok", sent, client.submit(**sent, api_name="/generate").result(timeout=REQUEST_TIMEOUT)))
+            except QueueError as exc:
+                outcomes.append(("busy", sent, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - any other failure is what this test looks for
+                outcomes.append(("error", sent, repr(exc)))
+    finally:
+        client.close()
+    return outcomes
+
+
+def run_users(url: str, users: int, requests: int) -> list[tuple[str, dict, object]]:
+    with ThreadPoolExecutor(max_workers=users) as pool:
+        sessions = list(pool.map(lambda user: user_session(url, user, requests), range(users)))
+    return [outcome for session in sessions for outcome in session]
+
+
+def test_concurrent_users_get_their_own_texts_and_memory_stays_bounded(app_url, served_weights):
+    comparison = compare.Comparison.from_folder(served_weights)
+    server = psutil.Process()
+    run_users(app_url, USERS, 1)  # warm-up: first-use allocations (thread pools, caches) are not growth
+    gc.collect()
+    before = server.memory_info().rss
+    outcomes = run_users(app_url, USERS, REQUESTS)
+    gc.collect()
+    after = server.memory_info().rss
+    print(f"\n{USERS} users x {REQUESTS} requests: {sum(o[0] == 'ok' for o in outcomes)} ok, "
+          f"{sum(o[0] == 'busy' for o in outcomes)} busy; RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MB")
+    assert len(outcomes) == USERS * REQUESTS
+    assert [o for o in outcomes if o[0] == "error"] == []
+    assert all(result == BUSY for kind, _, result in outcomes if kind == "busy")
+    for kind, sent, texts in outcomes:
+        if kind == "ok":  # each user gets exactly the texts of its own seed, however the requests interleaved
+            assert list(texts) == comparison.run(comparison.request(**sent))
+    assert after - before < RSS_GROWTH_BOUND, f"RSS grew by {(after - before) / 2**20:.0f} MB"
+
+
+def test_the_server_keeps_the_state_of_a_bounded_number_of_sessions(served_weights, monkeypatch):
+    # Gradio keeps each session's component state (~0.1 MB here) until SESSIONS_KEPT newer ones push it out.
+    monkeypatch.setattr(app, "SESSIONS_KEPT", 3)
+    demo = app.build_app(served_weights)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        outcomes = [o for user in range(6) for o in user_session(url.rstrip("/"), user, 1)]
+        assert [kind for kind, _, _ in outcomes] == ["ok"] * 6
+        assert demo.state_session_capacity == 3 and len(demo.state_holder.session_data) <= 3
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def tiny_queue_app(served_weights, monkeypatch):
+    """The app with a queue of one, whose generations wait at a gate: the queue's state is then certain, not timed."""
+    gate, started = threading.Event(), threading.Semaphore(0)
+    real_stream = compare.Comparison.stream
+
+    def gated_stream(self, request):
+        started.release()
+        gate.wait(REQUEST_TIMEOUT)
+        yield from real_stream(self, request)
+
+    monkeypatch.setattr(app, "QUEUE_SIZE", 1)
+    monkeypatch.setattr(compare.Comparison, "stream", gated_stream)
+    demo = app.build_app(served_weights)
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url.rstrip("/"), gate, started
+    finally:
+        gate.set()
+        demo.close()
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting until {what}"
+        time.sleep(0.05)
+
+
+def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, served_weights):
+    url, gate, started = tiny_queue_app
+    clients = [Client(url, verbose=False) for _ in range(app.CONCURRENCY + 2)]
+    try:
+        running = [c.submit(**inputs(i, 0), api_name="/generate") for i, c in enumerate(clients[:app.CONCURRENCY])]
+        for _ in running:  # both generation slots taken...
+            assert started.acquire(timeout=REQUEST_TIMEOUT)
+        waiting = clients[app.CONCURRENCY].submit(**inputs(98, 0), api_name="/generate")
+        wait_until(lambda: waiting.status().code == Status.IN_QUEUE, "the third request is queued")  # ...and the queue full
+        refused = clients[app.CONCURRENCY + 1].submit(**inputs(99, 0), api_name="/generate")
+        with pytest.raises(QueueError, match="^Queue is full! Please try again.$"):
+            refused.result(timeout=REQUEST_TIMEOUT)
+        # What a hand-written HTTP client sees: 503 and Gradio's detail.
+        raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": list(inputs(97, 0).values())}, timeout=REQUEST_TIMEOUT)
+        assert raw.status_code == 503 and raw.json()["detail"].startswith("Queue is full. Max size is 1")
+        gate.set()
+        comparison = compare.Comparison.from_folder(served_weights)
+        for job, user in [*zip(running, range(app.CONCURRENCY)), (waiting, 98)]:  # the accepted ones all finish
+            assert list(job.result(timeout=REQUEST_TIMEOUT)) == comparison.run(comparison.request(**inputs(user, 0)))
+        # Once there is room again, the refused caller is served.
+        assert len(clients[-1].predict(**inputs(99, 0), api_name="/generate")) == len(MILESTONES)
+    finally:
+        for client in clients:
+            client.close()
