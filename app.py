@@ -229,6 +229,7 @@ def build_app(weights_dir: Path) -> gr.Blocks:
     """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked."""
     torch.set_num_threads(1)  # sampling is many tiny matmuls: one thread per request is fastest, and leaves cores for others
     comparison = compare.Comparison.from_folder(weights_dir)
+    comparison.warm_up()
     for saved in comparison.models.values():
         log.info("loaded %s: %s parameters, from %s", saved.milestone.label, f"{saved.model.num_params:,}", saved.folder)
     for number in sorted(set(BY_NUMBER) - set(comparison.models)):

@@ -104,6 +104,12 @@ class Comparison:
         self.models = {saved.milestone.number: saved for saved in loaded}
         self.broken = broken
 
+    def warm_up(self) -> None:
+        """Record every model's one-token decode step now (a fraction of a second each; see ``GPT.traced_step``),
+        so that the first request does not wait for it."""
+        for saved in self.models.values():
+            "".join(generate(saved.model, saved.tokenizer, "", 2))
+
     @classmethod
     def from_folder(cls, weights_dir: Path) -> "Comparison":
         return cls(*load_all(weights_dir))

@@ -7,6 +7,7 @@ the (B, n_head, T, T) attention weights of every layer.
 """
 
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ class GPTConfig:
     def __post_init__(self):
         if self.n_layer and self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+_TRACE_LOCK = threading.Lock()
 
 
 class KVCache:
@@ -226,20 +230,23 @@ class GPT(nn.Module, PyTorchModelHubMixin,
         mode, so it is for sampling only. Where tracing is unavailable, ``step`` itself is returned.
         """
         traced = self.__dict__.get("_traced_step")  # in __dict__, not a submodule: never saved, never trained
-        if traced is None:
-            device = cache.mask.device
-            example = (torch.zeros(1, 1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
-                       cache.keys.clone(), cache.values.clone(), cache.mask.clone())  # the recording runs it once
-            try:
-                with torch.no_grad(), warnings.catch_warnings():
-                    # TorchScript is deprecated upstream, and it warns about shapes read as Python ints,
-                    # which are fixed here by design (the KV cache is preallocated).
-                    warnings.simplefilter("ignore")
-                    traced = torch.jit.trace_module(self, {"step": example}, check_trace=False).step
-            except Exception:  # no TorchScript in this build: the eager step gives the same logits
-                traced = self.step
-            self.__dict__["_traced_step"] = traced
-        return traced
+        if traced is not None:
+            return traced
+        with _TRACE_LOCK:  # one recording per model, and the warnings filter below is process-wide state
+            if "_traced_step" not in self.__dict__:
+                device = cache.mask.device
+                example = (torch.zeros(1, 1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
+                           cache.keys.clone(), cache.values.clone(), cache.mask.clone())  # the recording runs it once
+                try:
+                    with torch.no_grad(), warnings.catch_warnings():
+                        # TorchScript is deprecated upstream, and it warns about shapes read as Python ints,
+                        # which are fixed here by design (the KV cache is preallocated).
+                        warnings.simplefilter("ignore")
+                        traced = torch.jit.trace_module(self, {"step": example}, check_trace=False).step
+                except Exception:  # no TorchScript in this build: the eager step gives the same logits
+                    traced = self.step
+                self.__dict__["_traced_step"] = traced
+            return self.__dict__["_traced_step"]
 
     @torch.no_grad()
     def attention_maps(self, idx) -> list[torch.Tensor]:
