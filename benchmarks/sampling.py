@@ -66,7 +66,7 @@ def measure(ladder, length: int, runs: int) -> dict:
 
 
 def all_eight_seconds(comparison: Comparison, length: int, runs: int) -> float:
-    """All eight milestones generating ``length`` characters each, round-robin in this one thread, as the app does."""
+    """All eight milestones generating ``length`` characters each, taking turns in this one thread, as the app does."""
     request = comparison.request([m.number for m in MILESTONES], PROMPT, length, TEMPERATURE, TOP_K, SEED)
     return median_seconds(lambda: comparison.run(request), runs)
 
@@ -103,7 +103,7 @@ Each figure: prompt {PROMPT!r}, temperature {TEMPERATURE}, top-k off, one stream
   so it can only generate {new_tokens} new tokens after the {len(PROMPT)}-token prompt: its rate is per token over those
   {new_tokens} (call overhead included). GPT-2 always has the feed-forward, norms and residuals that milestones 3-5 lack.
 
-All eight × {length} characters as the app runs them (Comparison.run, round-robin, one thread): {all_eight:.3f} s
+All eight × {length} characters as the app runs them (Comparison.run: the milestones take turns, one thread): {all_eight:.3f} s
 
 {table(["target", "measured", ""], targets)}"""
 

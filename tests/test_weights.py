@@ -73,39 +73,18 @@ def test_missing_config_is_a_clear_error(folder):
         weights.load(folder, BY_NUMBER[8])
 
 
-def test_config_with_unknown_keys(folder):
-    edit_config(folder, lambda cfg: cfg.update(n_experts=8))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: unknown keys \['n_experts'\]"):
-        weights.load(folder, BY_NUMBER[8])
-
-
-def test_config_with_missing_keys(folder):
-    edit_config(folder, lambda cfg: cfg.pop("n_layer"))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: missing keys \['n_layer'\]"):
-        weights.load(folder, BY_NUMBER[8])
-
-
-def test_config_with_a_bad_value(folder):
-    edit_config(folder, lambda cfg: cfg.update(n_head=3))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: .*divisible by n_head"):
-        weights.load(folder, BY_NUMBER[8])
-
-
-def test_tensors_of_the_wrong_shape(folder):
-    edit_config(folder, lambda cfg: cfg.update(n_embd=cfg["n_embd"] * 2))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: tensor '.*' has shape \[.*\], config.json needs"):
-        weights.load(folder, BY_NUMBER[8])
-
-
-def test_tensors_that_belong_to_another_model(folder):
-    edit_config(folder, lambda cfg: cfg.update(n_layer=cfg["n_layer"] + 1))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: missing tensors \['blocks.2"):
-        weights.load(folder, BY_NUMBER[8])
-
-
-def test_vocabulary_that_does_not_match_the_weights(folder):
-    edit_config(folder, lambda cfg: cfg.update(vocab=cfg["vocab"][:-1]))
-    with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: its vocabulary has \d+ characters but the weights were trained with \d+"):
+@pytest.mark.parametrize("change, message", [
+    (lambda cfg: cfg.update(n_experts=8), r"config.json: unknown keys \['n_experts'\]"),
+    (lambda cfg: cfg.pop("n_layer"), r"config.json: missing keys \['n_layer'\]"),
+    (lambda cfg: cfg.update(n_head=3), r"config.json: .*divisible by n_head"),
+    (lambda cfg: cfg.update(n_embd=cfg["n_embd"] * 2), r"model.safetensors: tensor '.*' has shape \[.*\], config.json needs"),
+    (lambda cfg: cfg.update(n_layer=cfg["n_layer"] + 1), r"model.safetensors: missing tensors \['blocks.2"),
+    (lambda cfg: cfg.update(vocab=cfg["vocab"][:-1]),
+     r"config.json: its vocabulary has \d+ characters but the weights were trained with \d+"),
+], ids=["unknown-key", "missing-key", "bad-value", "wrong-shape", "another-model", "vocabulary-mismatch"])
+def test_config_that_does_not_describe_the_weights(folder, change, message):
+    edit_config(folder, change)
+    with pytest.raises(weights.WeightsError, match=r"milestone8: " + message):
         weights.load(folder, BY_NUMBER[8])
 
 
