@@ -7,6 +7,7 @@ generator seeded from the request's seed, so its text does not depend on which o
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import reprlib
@@ -150,7 +151,4 @@ class Comparison:
 
     def run(self, request: Request) -> list[str]:
         """The eight finished texts."""
-        texts = [""] * len(MILESTONES)
-        for texts in self.stream(request):
-            pass
-        return texts
+        return collections.deque(self.stream(request), maxlen=1)[0]  # the last update holds the finished texts
