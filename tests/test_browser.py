@@ -9,10 +9,12 @@ how the README's screenshot is made, on the real weights with ``TOYSTORY_TEST_WE
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from toystory_gpt import compare
 from toystory_gpt.milestones import MILESTONES
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -95,7 +97,17 @@ def test_all_eight_stream_together_then_training_tab_plots(browser, app_url, rec
     page.close()
 
 
-def test_stop_cancels_a_long_generation(browser, app_url):
+def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
+    # The app runs in this process: slow its sampling down so that Stop surely lands mid-generation,
+    # however fast the tiny test models are.
+    real_generate = compare.generate
+
+    def slow_generate(*args, **kwargs):
+        for character in real_generate(*args, **kwargs):
+            time.sleep(0.001)
+            yield character
+
+    monkeypatch.setattr(compare, "generate", slow_generate)
     page = open_app(browser, app_url)
     page.locator("#milestones").get_by_label(MILESTONES[-1].label, exact=True).uncheck()  # 1-7 left, so milestone 1's card shows progress
     page.locator("#length input[type=number]").fill("2000")
