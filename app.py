@@ -10,7 +10,6 @@ On a Hugging Face Space this file runs as is: ``demo`` is built at import, from 
 from __future__ import annotations
 
 import html
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -20,9 +19,8 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from toystory_gpt import compare, hub, report
+from toystory_gpt import compare, corpus, hub, report
 from toystory_gpt.milestones import ABLATION, BY_NUMBER, MILESTONES
-from toystory_gpt.weights import HISTORY_FILE
 
 log = logging.getLogger("toystory_gpt.app")
 
@@ -126,10 +124,8 @@ def training_curves(comparison: compare.Comparison, weights_dir: Path) -> pd.Dat
     """
     histories = [(str(saved.milestone.number), saved.milestone.label, saved.info.get("history", []))
                  for saved in comparison.models.values()]
-    ablation = Path(weights_dir) / ABLATION.folder / HISTORY_FILE
-    if ablation.is_file():
-        history = json.loads(ablation.read_text(encoding="utf-8"))["history"]
-        histories.append(("ablation", f"ablation · {ABLATION.name}", history))
+    if (ablation := report.saved_info(weights_dir, ABLATION)) is not None:
+        histories.append(("ablation", ABLATION.label, ablation.get("history", [])))
     rows = [{"milestone": key, "model": label, "step": point["step"], "split": split, "loss": point[f"{split}_loss"]}
             for key, label, history in histories for point in history for split in ("train", "val")
             if point[f"{split}_loss"] is not None]
@@ -137,19 +133,15 @@ def training_curves(comparison: compare.Comparison, weights_dir: Path) -> pd.Dat
 
 
 def corpus_statistics(comparison: compare.Comparison) -> str:
-    """Milestone 1's corpus statistics, as its sample file recorded them at training time."""
-    if 1 not in comparison.models or not comparison.models[1].sample_file.is_file():
+    """Milestone 1's corpus statistics, as training recorded them in its history.json."""
+    if 1 not in comparison.models:
         return "_Milestone 1 is not loaded, so its corpus statistics are not available._"
-    lines = comparison.models[1].sample_file.read_text(encoding="utf-8").splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("Corpus statistics (")), None)
-    if start is None:
-        return "_Milestone 1's sample file holds no corpus statistics._"
-    stats = []
-    for line in lines[start + 1:]:
-        if not line.strip():
-            break
-        stats.append(f"- {line}")
-    return f"{lines[start]}\n\n" + "\n".join(stats)
+    try:
+        stats = corpus.CorpusStats(**comparison.models[1].info["corpus_stats"])
+    except (KeyError, TypeError):
+        return "_Milestone 1's history.json holds no corpus statistics._"
+    lines = "\n".join(f"- {line}" for line in stats.to_text().splitlines())
+    return f"Corpus statistics (clean text, both splits):\n\n{lines}"
 
 
 # Why a rung can score worse than the one below it; shown only when it did.

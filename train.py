@@ -121,9 +121,13 @@ def train_all(todo: list[Milestone], jobs: int, on_done, *args) -> None:
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(train_one, m, *args): m for m in order}
-        for future in as_completed(futures):
-            future.result()
-            on_done(futures[future])
+        try:
+            for future in as_completed(futures):
+                future.result()
+                on_done(futures[future])
+        except BaseException:  # a failure or Ctrl-C: do not start the models still queued
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def main(argv: list[str] | None = None) -> int:

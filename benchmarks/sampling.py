@@ -88,7 +88,7 @@ def report(figures: dict, all_eight: float, facts: dict, source: str, length: in
                [f"milestone 8 ≥ {TARGET_RATIO_VS_HF}× HF generate", f"{m8['ratio_vs_hf_generate']:.1f}×",
                 verdict(m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF)],
                [f"all eight × 500 chars ≤ {TARGET_ALL_EIGHT_S} s", f"{all_eight:.3f} s" + ("" if length == 500 else f" ({length} chars)"),
-                verdict(all_eight <= TARGET_ALL_EIGHT_S)]]
+                verdict(all_eight <= TARGET_ALL_EIGHT_S) if length == 500 else "(target is for 500)"]]
     return f"""Sampling speed — {machine_line(facts)}
 Models: {source}.
 Each figure: prompt {PROMPT!r}, temperature {TEMPERATURE}, top-k off, one stream, median of {runs} runs after one warmup run.
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                           "ratio_vs_naive": m8["ratio_vs_naive"], "all_eight_seconds": all_eight,
                           "target_milestone8_chars_per_s_met": m8["chars_per_s"] >= TARGET_CHARS_PER_S,
                           "target_ratio_vs_hf_generate_met": m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF,
-                          "target_all_eight_seconds_met": all_eight <= TARGET_ALL_EIGHT_S}))
+                          "target_all_eight_seconds_met": all_eight <= TARGET_ALL_EIGHT_S if args.length == 500 else None}))
     else:
         print(report(figures, all_eight, facts, source, args.length, runs, ladder[-1].model.config.block_size))
     return 0

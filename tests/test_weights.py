@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from toystory_gpt import weights
+from toystory_gpt import report, weights
 from toystory_gpt.milestones import BY_NUMBER, MILESTONES
 
 
@@ -81,11 +81,27 @@ def test_missing_config_is_a_clear_error(folder):
     (lambda cfg: cfg.update(n_layer=cfg["n_layer"] + 1), r"model.safetensors: missing tensors \['blocks.2"),
     (lambda cfg: cfg.update(vocab=cfg["vocab"][:-1]),
      r"config.json: its vocabulary has \d+ characters but the weights were trained with \d+"),
-], ids=["unknown-key", "missing-key", "bad-value", "wrong-shape", "another-model", "vocabulary-mismatch"])
+    (lambda cfg: cfg.update(n_head=0), r"config.json: n_head must be a whole number of at least 1, got 0"),
+    (lambda cfg: cfg.update(dropout=1.5), r"config.json: dropout must be a number from 0 to below 1, got 1.5"),
+    (lambda cfg: cfg.update(block_size=-1), r"config.json: block_size must be a whole number of at least 1, got -1"),
+    (lambda cfg: cfg.update(n_embd="128"), r"config.json: n_embd must be a whole number of at least 1, got '128'"),
+    (lambda cfg: cfg.update(vocab="aab"), r"config.json: vocab must be a non-empty string of distinct characters"),
+], ids=["unknown-key", "missing-key", "bad-value", "wrong-shape", "another-model", "vocabulary-mismatch",
+        "zero-heads", "dropout-out-of-range", "negative-context", "width-as-text", "repeated-vocabulary"])
 def test_config_that_does_not_describe_the_weights(folder, change, message):
     edit_config(folder, change)
     with pytest.raises(weights.WeightsError, match=r"milestone8: " + message):
         weights.load(folder, BY_NUMBER[8])
+
+
+def test_unreadable_history_is_left_out_of_the_summary_not_fatal(quick_weights, tmp_path):
+    shutil.copytree(quick_weights, tmp_path / "w")
+    (tmp_path / "w" / "milestone4" / "history.json").write_text("{not json")
+    (tmp_path / "w" / "milestone6" / "history.json").unlink()
+    rows = report.collect_rows(tmp_path / "w")
+    assert [r["milestone"] for r in rows] == [1, 2, 3, 5, 7, 8, 0]
+    saved = weights.load(tmp_path / "w" / "milestone6", BY_NUMBER[6])  # no history: still loads
+    assert "| 6 · + residual connections | " in report.table([report.row(BY_NUMBER[6], saved.info)])
 
 
 def test_broken_folder_does_not_hide_the_healthy_ones(quick_weights, tmp_path):

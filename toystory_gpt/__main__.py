@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
@@ -21,19 +20,21 @@ from .trainer import evaluate
 
 def cmd_evaluate(args) -> int:
     """Recompute every saved milestone's full-split validation loss from its weights."""
-    loaded, broken = weights.load_all(args.weights)
+    folder = hub.resolve(args.weights)
+    loaded, broken = weights.load_all(folder)
     for error in broken.values():
         print(f"error: {error}", file=sys.stderr)
     if not loaded:
-        print(f"error: no loadable milestone folders in {args.weights}/", file=sys.stderr)
+        print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
         return 1
     text = corpus.render(corpus.load_elements(args.corpus))
+    tokenizer = CharTokenizer.from_text(text)
+    _, val = corpus.split(torch.tensor(tokenizer.encode(text).ids))
     rows = []
     for saved in loaded:
-        if saved.tokenizer.vocab != CharTokenizer.from_text(text).vocab:
+        if saved.tokenizer.vocab != tokenizer.vocab:
             print(f"error: {saved.folder.name}: its vocabulary does not match this corpus", file=sys.stderr)
             return 1
-        _, val = corpus.split(torch.tensor(saved.tokenizer.encode(text).ids))
         val_loss = evaluate(saved.model, val, saved.model.config.block_size)
         info = dict(saved.info, params=saved.model.num_params, best_val_loss=val_loss)
         rows.append(report.row(saved.milestone, info))
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
     ev.add_argument("--corpus", help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
-    ev.add_argument("--weights", type=Path, default=Path("weights"))
+    ev.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     ev.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     ev.set_defaults(run=cmd_evaluate)
     gen = sub.add_parser("generate", help=cmd_generate.__doc__)

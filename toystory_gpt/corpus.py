@@ -39,7 +39,7 @@ CORPUS_FILENAME = "toy-story-1995-screenplay.txt"
 CORPUS_ENV = "TOYSTORY_CORPUS"
 DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / "data" / "cache"
 
-# Column ranges of the screenplay layout (see ../shared/data/README.md): dialogue sits at 12,
+# Column ranges of the screenplay layout (see data/README.md): dialogue sits at 12,
 # parentheticals at 19, speaker cues at 25 and transitions from 40 on.
 _DIALOGUE_COLUMNS = range(8, 17)
 _PARENTHETICAL_COLUMNS = range(17, 23)
@@ -93,7 +93,7 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
         raise CorpusError(
             f"could not download the screenplay from {url} ({exc}). "
             f"Offline? Pass a local copy with --corpus PATH or set ${CORPUS_ENV}; "
-            f"see ../shared/data/README.md for the source and checksum"
+            f"see data/README.md for the source and checksum"
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -36,6 +36,15 @@ class GPTConfig:
         return len(self.vocab)
 
     def __post_init__(self):
+        # A config may come from a config.json anyone edited: refuse what would fail later, less clearly.
+        if not isinstance(self.vocab, str) or not self.vocab or len(set(self.vocab)) != len(self.vocab):
+            raise ValueError("vocab must be a non-empty string of distinct characters")
+        for name, low in (("block_size", 1), ("n_embd", 1), ("n_head", 1), ("n_layer", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number from 0 to below 1, got {self.dropout!r}")
         if self.n_layer and self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 

@@ -6,17 +6,24 @@ import json
 import math
 from pathlib import Path
 
+from . import folders
 from .milestones import ABLATION, MILESTONES, Milestone
+from .weights import HISTORY_FILE
 
 NATS_PER_BIT = math.log(2)
 SUMMARY_FILE = "results.json"
 
 
 def row(milestone: Milestone, info: dict) -> dict:
-    """The summary row of one trained model (``info`` is what its history.json holds)."""
-    return {"milestone": milestone.number, "name": milestone.name, "params": info["params"],
-            "val_loss": info["best_val_loss"], "val_bits": info["best_val_loss"] / NATS_PER_BIT,
-            "best_step": info["best_step"], "steps": info["steps"], "wall_time": info["wall_time"]}
+    """The summary row of one trained model (``info`` is what its history.json holds; what it lacks is None)."""
+    loss = info.get("best_val_loss")
+    return {"milestone": milestone.number, "name": milestone.name, "params": info.get("params"),
+            "val_loss": loss, "val_bits": None if loss is None else loss / NATS_PER_BIT,
+            "best_step": info.get("best_step"), "steps": info.get("steps"), "wall_time": info.get("wall_time")}
+
+
+def _cell(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def table(rows: list[dict]) -> str:
@@ -25,8 +32,9 @@ def table(rows: list[dict]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         label = f"{r['milestone']} · {r['name']}" if r["milestone"] else f"ablation · {r['name']}"
-        lines.append(f"| {label} | {r['params']:,} | {r['val_loss']:.3f} | {r['val_bits']:.3f} | "
-                     f"{r['best_step']:,} | {r['steps']:,} | {r['wall_time']:.0f} |")
+        cells = [_cell(r[k], f) for k, f in (("params", ","), ("val_loss", ".3f"), ("val_bits", ".3f"),
+                                            ("best_step", ","), ("steps", ","), ("wall_time", ".0f"))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -56,14 +64,21 @@ Load it with the project's code: `toystory_gpt.weights.load(folder, milestone)`,
 """
 
 
+def saved_info(weights_dir: Path, milestone: Milestone) -> dict | None:
+    """What training recorded for ``milestone`` in ``weights_dir``, or None where that is missing or unreadable
+    (the weights loader reports such a folder as broken; a summary just leaves it out)."""
+    path = folders.current(Path(weights_dir) / milestone.folder) / HISTORY_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def collect_rows(weights_dir: Path) -> list[dict]:
     """Rows for every model trained into ``weights_dir`` so far, milestones in order, then the ablation."""
-    rows = []
-    for milestone in (*MILESTONES, ABLATION):
-        history = Path(weights_dir) / milestone.folder / "history.json"
-        if history.is_file():
-            rows.append(row(milestone, json.loads(history.read_text(encoding="utf-8"))))
-    return rows
+    infos = ((m, saved_info(weights_dir, m)) for m in (*MILESTONES, ABLATION))
+    return [row(m, info) for m, info in infos if info is not None]
 
 
 def write_summary(weights_dir: Path, rows: list[dict], intro: str) -> None:

@@ -162,6 +162,9 @@ class Trainer:
         tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()},
                    **{f"best.{k}": v for k, v in best_state.items()}, **optim_tensors,
                    "rng.batches": generator.get_state(), "rng.torch": torch.get_rng_state()}
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":  # dropout masks on a GPU come from its own generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         checkpoint.save(folder, tensors, dict(state, optimizer=optim_settings, train_config=asdict(self.cfg)))
 
     def _restore(self, folder: Path, optimizer, generator: torch.Generator) -> tuple[dict, dict]:
@@ -180,4 +183,6 @@ class Trainer:
             raise checkpoint.CheckpointError(f"checkpoint {folder} does not fit this model ({exc}); delete it to start over") from None
         generator.set_state(tensors["rng.batches"])
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], device)
         return state, part("best.")

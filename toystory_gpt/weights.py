@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
 from . import folders
@@ -85,7 +86,8 @@ _VOCAB_TENSORS = ("logit_bias", "token_logits.weight", "wte.weight", "lm_head.we
 
 def _check_tensors(folder: Path, config: GPTConfig) -> None:
     """Compare the file's tensor names and shapes (from its header alone) with what the config describes."""
-    expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+    with torch.device("meta"):  # shapes only: no memory, no random initialisation
+        expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
     try:
         with safe_open(folder / WEIGHTS_FILE, framework="pt") as f:
             found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
