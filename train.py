@@ -104,6 +104,11 @@ def record_run(out: Path, run: dict) -> None:
     os.replace(tmp, path)
 
 
+def threads_per_job(jobs: int) -> int:
+    """The machine's threads shared out among ``jobs`` trainings at once (all of them for a single one)."""
+    return torch.get_num_threads() if jobs == 1 else max(1, torch.get_num_threads() // jobs)
+
+
 def train_all(todo: list[Milestone], jobs: int, on_done, *args) -> None:
     """Train each model (``train_one(milestone, *args)``), ``jobs`` at a time in separate processes,
     calling ``on_done(milestone)`` as each one is saved.
@@ -116,7 +121,7 @@ def train_all(todo: list[Milestone], jobs: int, on_done, *args) -> None:
             train_one(milestone, *args)
             on_done(milestone)
         return
-    threads = max(1, torch.get_num_threads() // jobs)
+    threads = threads_per_job(jobs)
     order = sorted(todo, key=lambda m: m.config.get("n_layer", 0), reverse=True)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=torch.set_num_threads, initargs=(threads,)) as pool:
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(checkpoints(args.out), ignore_errors=True)
     rows = report.collect_rows(args.out)
     command = " ".join(["python train.py", *argv])
-    threads = torch.get_num_threads() if args.jobs == 1 else max(1, torch.get_num_threads() // args.jobs)
+    threads = threads_per_job(args.jobs)
     report.write_summary(args.out, rows, f"Trained with `{command}` on {device} ({args.jobs} job(s) at once, "
                                          f"{threads} thread(s) each); the run took {total:.0f} s.")
     print("\n" + report.table(rows))

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from . import folders
-from .milestones import ABLATION, MILESTONES, Milestone
+from .milestones import ABLATION, BY_NUMBER, MILESTONES, Milestone
 from .weights import HISTORY_FILE
 
 NATS_PER_BIT = math.log(2)
@@ -31,7 +31,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| milestone | params | val nats/char | val bits/char | best step | steps | time (s) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        label = f"{r['milestone']} · {r['name']}" if r["milestone"] else f"ablation · {r['name']}"
+        label = (BY_NUMBER[r["milestone"]] if r["milestone"] else ABLATION).label
         cells = [_cell(r[k], f) for k, f in (("params", ","), ("val_loss", ".3f"), ("val_bits", ".3f"),
                                             ("best_step", ","), ("steps", ","), ("wall_time", ".0f"))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
