@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -35,19 +36,22 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """The facts a reader needs to compare figures across machines."""
-    try:
-        import transformers
-        hf_version = transformers.__version__
-    except ImportError:
-        hf_version = None
     return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "transformers": hf_version,
-            "threads": torch.get_num_threads()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "transformers": version("transformers"),
+            "onnxruntime": version("onnxruntime"), "threads": torch.get_num_threads()}
+
+
+def version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def machine_line(facts: dict) -> str:
     return (f"CPU: {facts['cpu']}, {facts['cores']} cores ({facts['cpu_capability']}); torch {facts['torch']}, "
-            f"transformers {facts['transformers']}; {facts['threads']} thread{'s' * (facts['threads'] != 1)}")
+            f"onnxruntime {facts['onnxruntime']}, transformers {facts['transformers']}; "
+            f"{facts['threads']} thread{'s' * (facts['threads'] != 1)}")
 
 
 def load_ladder(weights_dir: Path) -> tuple[list[SavedModel], str]:

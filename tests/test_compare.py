@@ -131,8 +131,8 @@ def test_unreachable_hub_repo_is_one_clear_error(monkeypatch):
         hub.resolve("someone/nothing")
 
 
-def test_warm_up_records_every_attention_models_decode_step(quick_weights):
+def test_warm_up_exports_every_attention_models_decoding(quick_weights):
     comparison = compare.Comparison.from_folder(quick_weights)
     comparison.warm_up()
-    recorded = {n for n, saved in comparison.models.items() if "_traced_step" in saved.model.__dict__}
+    recorded = {n for n, saved in comparison.models.items() if saved.model.__dict__.get("_onnx_decoding")}
     assert recorded == {3, 4, 5, 6, 7, 8}  # milestones 1-2 have no cache to step through

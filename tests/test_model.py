@@ -179,19 +179,3 @@ def test_contextless_models_need_no_cache():
 def test_config_rejects_heads_that_do_not_divide_width():
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(vocab=VOCAB, n_layer=1, n_embd=30, n_head=4)
-
-
-def test_decode_step_is_recorded_once_and_follows_the_weights():
-    """The traced one-token step shares the model's parameters: changing them changes its logits too."""
-    model = small(MILESTONES[7])
-    x = ids(B=1)
-    with torch.no_grad():
-        for attempt in range(2):
-            cache = model.new_cache()
-            model(x[:, :4], cache=cache)
-            step, _ = model(x[:, 4:5], cache=cache)
-            assert torch.allclose(step, model(x[:, :5])[0][:, -1:], atol=1e-5)
-            for p in model.parameters():
-                p.mul_(1.5)
-    assert "_traced_step" in model.__dict__ and "_traced_step" not in dict(model.named_modules())
-    assert not any("_traced" in name for name in model.state_dict())

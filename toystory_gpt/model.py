@@ -7,8 +7,6 @@ the (B, n_head, T, T) attention weights of every layer.
 """
 
 import math
-import threading
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -49,15 +47,13 @@ class GPTConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
 
-_TRACE_LOCK = threading.Lock()
-
-
 class KVCache:
     """Preallocated keys and values of every layer, plus an additive mask of the positions filled so far.
 
-    Shapes never change while decoding, so one token's step (``GPT.step``) can be traced once and
-    replayed: a new token writes its key/value at its position and attends over the whole window,
-    the empty slots masked out.
+    Shapes never change while decoding, so one token's step (``GPT.step``) is a pure function of
+    fixed-shape tensors that can be exported once and replayed (``toystory_gpt.onnx_decode``): the new
+    token attends over the whole window, the empty slots masked out, and over itself; ``append``
+    then writes its keys and values into the next slot.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int = 1, device=None, dtype=torch.float32):
@@ -72,6 +68,20 @@ class KVCache:
         self.mask.fill_(float("-inf"))
         self.length = 0
 
+    def start(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Fill an empty cache from position 0 with a prefill's keys and values, each (n_layer, B, n_head, T, head_size)."""
+        T = keys.size(3)
+        self.keys[:, :, :, :T] = keys
+        self.values[:, :, :, :T] = values
+        self.mask[:, :T] = 0.0
+        self.length = T
+
+    def append(self, new_keys: torch.Tensor, new_values: torch.Tensor) -> None:
+        """Store one token's keys and values, each (n_layer, B, n_head, 1, head_size), in the next slot."""
+        self.keys[:, :, :, self.length] = new_keys[:, :, :, 0]
+        self.values[:, :, :, self.length] = new_values[:, :, :, 0]
+        self.mask[:, self.length] = 0.0
+        self.length += 1
 
 
 class CausalSelfAttention(nn.Module):
@@ -85,35 +95,39 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, kv: tuple | None = None, attention: list | None = None):
+    def forward(self, x, present: list | None = None, attention: list | None = None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        mask = None
-        if kv is not None:
-            keys, values, pos, window_mask = kv
-            if pos is None:  # prefill: the sequence fills the cache from position 0, plain causal attention
-                keys[:, :, :T] = k
-                values[:, :, :T] = v
-            else:  # one new token: attend over the whole window, the empty slots masked out
-                keys.index_copy_(2, pos, k)
-                values.index_copy_(2, pos, v)
-                k, v, mask = keys, values, window_mask
-        causal = mask is None and T > 1
+        if present is not None:  # a prefill collects every layer's keys and values for the KV cache
+            present.append((k, v))
         dropout = self.dropout if self.training else 0.0
         if attention is None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:  # the explicit path, only when someone asks to see the weights
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, S)
-            if causal:
-                att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
-            elif mask is not None:
-                att = att + mask
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+            att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
             att = F.softmax(att, dim=-1)
             attention.append(att)
             y = F.dropout(att, dropout) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
+
+    def decode(self, x, keys, values, mask):
+        """One new token ``x`` (B, C) against the cached ``keys``/``values`` (B, nh, S, hs) whose empty slots
+        ``mask`` (1, S) hides: its output (B, C) and its own key and value, each (B, nh, 1, hs).
+
+        The new key is not in the cache yet, so its score is computed beside the cached ones and both go
+        through one softmax: no write inside the step, and no copy of the window to append to it.
+        """
+        B, C = x.shape
+        q, k, v = self.c_attn(x).view(B, 3 * self.n_head, 1, C // self.n_head).split(self.n_head, dim=1)
+        q = q * k.size(-1) ** -0.5
+        past = q @ keys.transpose(-2, -1) + mask  # (B, nh, 1, S)
+        now = q @ k.transpose(-2, -1)  # (B, nh, 1, 1)
+        p_past, p_now = F.softmax(torch.cat([past, now], dim=-1), dim=-1).split([keys.size(2), 1], dim=-1)
+        y = p_past @ values + p_now * v  # (B, nh, 1, hs)
+        return self.resid_dropout(self.c_proj(y.reshape(B, C))), k, v
 
 
 class FeedForward(nn.Module):
@@ -141,8 +155,15 @@ class Block(nn.Module):
         self.ln_2 = norm() if config.feed_forward else None
         self.mlp = FeedForward(config) if config.feed_forward else None
 
-    def forward(self, x, kv: tuple | None = None, attention: list | None = None):
-        h = self.attn(self.ln_1(x), kv, attention)
+    def forward(self, x, present: list | None = None, attention: list | None = None):
+        return self._after_attention(x, self.attn(self.ln_1(x), present, attention))
+
+    def decode(self, x, keys, values, mask):
+        """``forward`` for one new token (B, C) against a KV cache; see ``CausalSelfAttention.decode``."""
+        h, k, v = self.attn.decode(self.ln_1(x), keys, values, mask)
+        return self._after_attention(x, h), k, v
+
+    def _after_attention(self, x, h):
         x = x + h if self.residual else h
         if self.mlp is not None:
             h = self.mlp(self.ln_2(x))
@@ -190,72 +211,55 @@ class GPT(nn.Module, PyTorchModelHubMixin,
         elif cfg.n_layer == 0:
             logits = self.token_logits(idx)  # (B, T, V)
         elif cache is None:
-            logits = self._transformer(idx, torch.arange(T, device=idx.device), attention=attention)
-        elif cache.length == 0:  # prefill
+            logits = self._transformer(idx, attention=attention)
+        elif cache.length == 0:
             if T > cfg.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than the context ({cfg.block_size})")
-            cache.mask[:, :T] = 0.0
-            logits = self._transformer(idx, torch.arange(T, device=idx.device), cache, attention=attention)
-            cache.length = T
+            logits, keys, values = self.prefill(idx)
+            cache.start(keys, values)
         else:
             if T != 1:
                 raise ValueError(f"after the prefill, feed one token at a time (got {T})")
             if cache.length >= cfg.block_size:
                 raise ValueError(f"sequence of {cache.length + 1} tokens is longer than the context ({cfg.block_size})")
             pos = torch.tensor([cache.length], device=idx.device)
-            step = self.step if self.training or B != 1 else self.traced_step(cache)  # recorded for one stream
-            logits = step(idx, pos, cache.keys, cache.values, cache.mask)
-            cache.length += 1
+            logits, new_keys, new_values = self.step(idx[:, 0], pos, cache.mask, tuple(cache.keys), tuple(cache.values))
+            cache.append(new_keys, new_values)
+            logits = logits[:, None]  # (B, 1, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def _transformer(self, idx, pos, cache: KVCache | None = None, attention: list | None = None):
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for layer, block in enumerate(self.blocks):
-            # With a cache this is the prefill (position None): keys and values are written from slot 0.
-            kv = (cache.keys[layer], cache.values[layer], None, cache.mask) if cache is not None else None
-            x = block(x, kv, attention)
+    def _transformer(self, idx, present: list | None = None, attention: list | None = None):
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device)))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, present, attention)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
-    def step(self, idx, pos, keys, values, mask):
-        """Logits (B, 1, V) for one new token ``idx`` (B, 1) at position ``pos`` (1,), given the cache's tensors.
+    def prefill(self, idx):
+        """Logits (B, T, V) for ``idx`` (B, T) from position 0, plus the keys and values of every layer, each
+        (n_layer, B, nh, T, hs): what a KV cache starts from (``KVCache.start``). A pure function, like ``step``."""
+        present: list = []
+        logits = self._transformer(idx, present)
+        keys, values = zip(*present)
+        return logits, torch.stack(keys), torch.stack(values)
 
-        Tensors in, tensors out, fixed shapes: ``torch.jit.trace`` can record it once per model, and the
-        sampler replays that recording every character instead of going through Python op by op.
+    def step(self, idx, pos, mask, keys: tuple, values: tuple):
+        """Logits (B, V) for one new token ``idx`` (B,) at position ``pos`` (1,), plus its keys and values in
+        every layer, each (n_layer, B, nh, 1, hs); ``keys`` and ``values`` hold one cached (B, nh, S, hs)
+        tensor per layer, ``mask`` (1, S) hides their empty slots.
+
+        Tensors in, tensors out, fixed shapes, nothing written: ``toystory_gpt.onnx_decode`` exports it once
+        per model and the sampler replays that every character (``KVCache.append`` stores the new keys).
         """
-        mask.index_fill_(1, pos, 0.0)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, 1, C)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, (keys[layer], values[layer], pos, mask))
-        return self.lm_head(self.ln_f(x))
-
-    def traced_step(self, cache: KVCache):
-        """``step`` recorded once with ``torch.jit.trace`` and replayed: about twice as fast per character on a CPU,
-        where a one-token step is hundreds of tiny ops and Python's dispatch of each costs more than its math.
-
-        The recording shares this model's parameters (later weight changes are seen) and is made in eval
-        mode, so it is for sampling only. Where tracing is unavailable, ``step`` itself is returned.
-        """
-        traced = self.__dict__.get("_traced_step")  # in __dict__, not a submodule: never saved, never trained
-        if traced is not None:
-            return traced
-        with _TRACE_LOCK:  # one recording per model, and the warnings filter below is process-wide state
-            if "_traced_step" not in self.__dict__:
-                device = cache.mask.device
-                example = (torch.zeros(1, 1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
-                           cache.keys.clone(), cache.values.clone(), cache.mask.clone())  # the recording runs it once
-                try:
-                    with torch.no_grad(), warnings.catch_warnings():
-                        # TorchScript is deprecated upstream, and it warns about shapes read as Python ints,
-                        # which are fixed here by design (the KV cache is preallocated).
-                        warnings.simplefilter("ignore")
-                        traced = torch.jit.trace_module(self, {"step": example}, check_trace=False).step
-                except Exception:  # no TorchScript in this build: the eager step gives the same logits
-                    traced = self.step
-                self.__dict__["_traced_step"] = traced
-            return self.__dict__["_traced_step"]
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, C)
+        new_keys, new_values = [], []
+        for block, cached_keys, cached_values in zip(self.blocks, keys, values):
+            x, k, v = block.decode(x, cached_keys, cached_values, mask)
+            new_keys.append(k)
+            new_values.append(v)
+        return self.lm_head(self.ln_f(x)), torch.stack(new_keys), torch.stack(new_values)
 
     @torch.no_grad()
     def attention_maps(self, idx) -> list[torch.Tensor]:
