@@ -7,6 +7,7 @@ the (B, n_head, T, T) attention weights of every layer.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -68,18 +69,20 @@ class KVCache:
         self.mask.fill_(float("-inf"))
         self.length = 0
 
-    def start(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Fill an empty cache from position 0 with a prefill's keys and values, each (n_layer, B, n_head, T, head_size)."""
-        T = keys.size(3)
-        self.keys[:, :, :, :T] = keys
-        self.values[:, :, :, :T] = values
+    def start(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        """Fill an empty cache from position 0 with a prefill's keys and values: per layer, (B, n_head, T, head_size)."""
+        T = keys[0].size(2)
+        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+            self.keys[layer, :, :, :T] = k
+            self.values[layer, :, :, :T] = v
         self.mask[:, :T] = 0.0
         self.length = T
 
-    def append(self, new_keys: torch.Tensor, new_values: torch.Tensor) -> None:
-        """Store one token's keys and values, each (n_layer, B, n_head, 1, head_size), in the next slot."""
-        self.keys[:, :, :, self.length] = new_keys[:, :, :, 0]
-        self.values[:, :, :, self.length] = new_values[:, :, :, 0]
+    def append(self, new_keys: Sequence[torch.Tensor], new_values: Sequence[torch.Tensor]) -> None:
+        """Store one token's keys and values, per layer (B, n_head, 1, head_size), in the next slot."""
+        for layer, (k, v) in enumerate(zip(new_keys, new_values, strict=True)):
+            self.keys[layer, :, :, self.length] = k[:, :, 0]
+            self.values[layer, :, :, self.length] = v[:, :, 0]
         self.mask[:, self.length] = 0.0
         self.length += 1
 
@@ -238,16 +241,16 @@ class GPT(nn.Module, PyTorchModelHubMixin,
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     def prefill(self, idx):
-        """Logits (B, T, V) for ``idx`` (B, T) from position 0, plus the keys and values of every layer, each
-        (n_layer, B, nh, T, hs): what a KV cache starts from (``KVCache.start``). A pure function, like ``step``."""
+        """Logits (B, T, V) for ``idx`` (B, T) from position 0, plus every layer's keys and values, each a tuple of
+        (B, nh, T, hs) tensors: what a KV cache starts from (``KVCache.start``). A pure function, like ``step``."""
         present: list = []
         logits = self._transformer(idx, present)
         keys, values = zip(*present)
-        return logits, torch.stack(keys), torch.stack(values)
+        return logits, keys, values
 
     def step(self, idx, pos, mask, keys: tuple, values: tuple):
-        """Logits (B, V) for one new token ``idx`` (B,) at position ``pos`` (1,), plus its keys and values in
-        every layer, each (n_layer, B, nh, 1, hs); ``keys`` and ``values`` hold one cached (B, nh, S, hs)
+        """Logits (B, V) for one new token ``idx`` (B,) at position ``pos`` (1,), plus its keys and values, each a
+        tuple of one (B, nh, 1, hs) tensor per layer; ``keys`` and ``values`` hold one cached (B, nh, S, hs)
         tensor per layer, ``mask`` (1, S) hides their empty slots.
 
         Tensors in, tensors out, fixed shapes, nothing written: ``toystory_gpt.onnx_decode`` exports it once
@@ -259,7 +262,7 @@ class GPT(nn.Module, PyTorchModelHubMixin,
             x, k, v = block.decode(x, cached_keys, cached_values, mask)
             new_keys.append(k)
             new_values.append(v)
-        return self.lm_head(self.ln_f(x)), torch.stack(new_keys), torch.stack(new_values)
+        return self.lm_head(self.ln_f(x)), tuple(new_keys), tuple(new_values)
 
     @torch.no_grad()
     def attention_maps(self, idx) -> list[torch.Tensor]:

@@ -61,14 +61,15 @@ class OnnxDecoding:
         cache = KVCache(cfg)
         layers = range(cfg.n_layer)
         self.step_inputs = ["idx", "pos", "mask", *(f"keys.{i}" for i in layers), *(f"values.{i}" for i in layers)]
+        self.step_outputs = ["logits", *(f"new_keys.{i}" for i in layers), *(f"new_values.{i}" for i in layers)]
         was_training = model.training
         model.eval()
         try:
             self.step = _session(model, "step", (torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
                                                  cache.mask, tuple(cache.keys), tuple(cache.values)),
-                                 self.step_inputs, ["logits", "new_keys", "new_values"])
-            self.prefill = _session(model, "prefill", (torch.zeros(1, self.prefill_length, dtype=torch.long),),
-                                    ["idx"], ["logits", "keys", "values"])
+                                 self.step_inputs, self.step_outputs)
+            self.prefill = _session(model, "prefill", (torch.zeros(1, self.prefill_length, dtype=torch.long),), ["idx"],
+                                    ["logits", *(f"keys.{i}" for i in layers), *(f"values.{i}" for i in layers)])
         finally:
             model.train(was_training)
 
@@ -96,16 +97,18 @@ class OnnxStream:
         self.binding = decoding.step.io_binding()
         for name, array in zip(decoding.step_inputs, [self.idx, self.pos, self.mask, *self.keys, *self.values]):
             self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
-        for name, array in (("logits", self.logits), ("new_keys", self.new_keys), ("new_values", self.new_values)):
+        # Each layer's new key/value lands in its row of one array, so two NumPy writes store them all.
+        for name, array in zip(decoding.step_outputs, [self.logits, *self.new_keys, *self.new_values]):
             self.binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
 
     def prefill(self, ids: list[int]) -> np.ndarray:
         """Restart the cache with ``ids`` (exactly ``prefill_length`` of them); the logits (V,) after the last."""
         if len(ids) != self.prefill_length:
             raise ValueError(f"the exported prefill takes {self.prefill_length} tokens, got {len(ids)}")
-        logits, keys, values = self.decoding.prefill.run(None, {"idx": np.array([ids], dtype=np.int64)})
+        logits, *present = self.decoding.prefill.run(None, {"idx": np.array([ids], dtype=np.int64)})
+        n_layer = len(present) // 2
         self.cache.reset()
-        self.cache.start(torch.from_numpy(keys), torch.from_numpy(values))
+        self.cache.start([torch.from_numpy(a) for a in present[:n_layer]], [torch.from_numpy(a) for a in present[n_layer:]])
         return logits[0, -1]
 
     def __call__(self, token: int) -> np.ndarray:
