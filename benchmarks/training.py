@@ -6,6 +6,7 @@ utilisation of both; and how long the full ``train.py`` build took.
     python benchmarks/training.py --quick    # fewer steps: well under a minute
     python benchmarks/training.py --json     # one JSON object instead of the tables
     python benchmarks/training.py --build    # also rerun `train.py --jobs 2` into a temporary folder and time it (~20 min)
+    python benchmarks/training.py --compile  # also time our model under torch.compile (~30 s of compiling)
 
 Target: our model trains at >= 1.5x the tokens/s of HF GPT-2.
 """
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=CORPUS if CORPUS.is_file() else None,
                         help="screenplay for --build (default: ../shared/data's copy if present, else train.py's own default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--compile", action="store_true", help="also time milestone 8 under torch.compile (same weights' shapes)")
     args = parser.parse_args(argv)
     rounds, steps = args.rounds or (3 if args.quick else 5), args.steps or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
@@ -143,9 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         "hf": Stepper(hf, lambda x, y: F.cross_entropy(hf(input_ids=x, use_cache=False).logits.flatten(0, 1), y.flatten()),
                       cfg, batches, autocast),
     }
-    for stepper in steppers.values():
-        for _ in range(3):  # warmup: allocator, oneDNN kernel selection, the optimizer's lazily created state
+    if args.compile:
+        twin = GPT(ours.config)
+        compiled = torch.compile(twin)
+        steppers["compiled"] = Stepper(twin, lambda x, y: compiled(x, y)[1], cfg, batches, autocast)
+    warmup = {}
+    for name, stepper in steppers.items():
+        start = time.perf_counter()
+        for _ in range(3):  # warmup: allocator, oneDNN kernel selection, the optimizer's lazily created state, compiling
             stepper()
+        warmup[name] = time.perf_counter() - start
     tokens_per_step = cfg.batch_size * cfg.block_size
     rates = tokens_per_second(steppers, tokens_per_step, rounds, steps)
     flops = flops_per_token(ours)
@@ -165,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                           "peak_fp32_flops": peaks["fp32"], "peak_bf16_flops": peaks["bf16"], "peak_used": peak_name,
                           "milestone8_flop_utilisation": flops * rates["ours"] / peaks[peak_name],
                           "hf_gpt2_flop_utilisation": flops * rates["hf"] / peaks[peak_name],
-                          "build": build, "target_ratio_vs_hf_gpt2_met": ratio >= TARGET_RATIO_VS_HF}))
+                          "build": build, "target_ratio_vs_hf_gpt2_met": ratio >= TARGET_RATIO_VS_HF,
+                          **({"compiled_tokens_per_s": rates["compiled"], "compile_warmup_s": warmup["compiled"]}
+                             if args.compile else {})}))
         return 0
 
     rows = [[label, f"{params:,}", f"{rates[key]:,.0f}", f"{tokens_per_step / rates[key]:.3f}",
              f"{flops * rates[key] / 1e9:.1f}", f"{flops * rates[key] / peaks[peak_name]:.1%}"]
-            for label, key, params in (("milestone 8 (ours)", "ours", ours.num_params), ("HF GPT2LMHeadModel", "hf", hf_params))]
+            for label, key, params in (("milestone 8 (ours)", "ours", ours.num_params), ("HF GPT2LMHeadModel", "hf", hf_params),
+                                       *([("milestone 8 under torch.compile", "compiled", ours.num_params)] if args.compile else []))]
     if build is None:
         build_text = f"No build summary in {args.weights} (README.md and {SUMMARY_FILE}); --build reruns train.py and times it."
     else:
@@ -180,15 +192,19 @@ def main(argv: list[str] | None = None) -> int:
         if "models" in build:
             per_model = ", ".join(f"{k}: {v:.0f} s" for k, v in build["models"].items())
             build_text += f"\nEach model's own training time (wall_time in history.json; two train at once): {per_model}."
+    compile_text = ""
+    if args.compile:
+        compile_text = (f"\ntorch.compile: {rates['compiled'] / rates['ours']:.2f}× our eager rate, after "
+                        f"{warmup['compiled']:.0f} s of warm-up (compiling); the Trainer stays eager unless that is above 1.")
     print(f"""Training speed — {machine_line(facts)}
 Milestone 8's dimensions ({ours.config.n_layer} layers, {ours.config.n_head} heads, width {ours.config.n_embd}, context {cfg.block_size},
 dropout {ours.config.dropout}) and the Trainer's step: batch {cfg.batch_size} × {cfg.block_size}, fused AdamW (make_optimizer), gradient
 clipping, bf16 autocast {'on' if autocast else 'off (not native on this CPU)'}; random tokens. Median of {rounds} rounds × {steps} steps each,
-the two models taking turns, after 3 warmup steps each.
+the models taking turns, after 3 warmup steps each.
 
 {table(["model", "params", "tokens/s", "s/step", "GFLOP/s", f"of {peak_name} peak"], rows)}
 
-Ours ÷ HF GPT-2: {ratio:.2f}× (target ≥ {TARGET_RATIO_VS_HF}×: {verdict(ratio >= TARGET_RATIO_VS_HF)})
+Ours ÷ HF GPT-2: {ratio:.2f}× (target ≥ {TARGET_RATIO_VS_HF}×: {verdict(ratio >= TARGET_RATIO_VS_HF)}){compile_text}
 FLOPs per token: {flops / 1e6:.2f} M = 6 × matmul weights + 12 × layers × width × context (same dimensions for both).
 Peak = one {size}×{size} matmul's achieved rate here: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s;
 utilisation is against the {peak_name} figure{', as autocast runs the matmuls in bf16' if autocast else ''}.

@@ -1,14 +1,16 @@
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from toystory_gpt import weights
-from toystory_gpt.milestones import MILESTONES
+from toystory_gpt.milestones import ABLATION, MILESTONES
 from toystory_gpt.model import GPT
 from toystory_gpt.sampler import Decoder, generate, pick
 from toystory_gpt.tokenizer import CharTokenizer
+from toystory_gpt.trainer import TrainConfig
 
 TOK = CharTokenizer("\n !',.:?ABCDEHINORSTUWYZabcdefghiklmnorstuvwy")
 
@@ -84,3 +86,17 @@ def test_empty_prompt_and_unknown_characters():
     assert len("".join(generate(model, TOK, "", 20, seed=0))) == 20
     assert "".join(generate(model, TOK, "é🚀", 20, seed=0)) == "".join(generate(model, TOK, "", 20, seed=0))
     assert "".join(generate(model, TOK, "x", 0)) == ""
+
+
+def test_committed_samples_are_what_generate_gives_for_their_seed():
+    """Every committed weights/*/*.txt ends with the sample train.py wrote for seed 1337, and the sampler still gives it
+    (float rounding could in principle flip a character on another CPU; on these machines it never has)."""
+    import train
+
+    committed = Path(__file__).resolve().parent.parent / "weights"
+    for milestone in (*MILESTONES, ABLATION):
+        saved = weights.load(committed / milestone.folder, milestone)
+        text = "".join(generate(saved.model, saved.tokenizer, train.SAMPLE_PROMPT, train.SAMPLE_LENGTH,
+                                train.SAMPLE_TEMPERATURE, seed=TrainConfig().seed))
+        sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
+        assert sample.endswith(train.SAMPLE_PROMPT + text + "\n"), milestone.folder
