@@ -34,7 +34,7 @@ from toystory_gpt.batches import BatchSampler  # noqa: E402
 from toystory_gpt.milestones import BY_NUMBER  # noqa: E402
 from toystory_gpt.model import GPT  # noqa: E402
 from toystory_gpt.report import SUMMARY_FILE  # noqa: E402
-from toystory_gpt.trainer import TrainConfig, bf16_supported, learning_rate, make_optimizer  # noqa: E402
+from toystory_gpt.trainer import TrainConfig, bf16_supported, learning_rate, make_optimizer, optimisation_step  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"
 TARGET_RATIO_VS_HF = 1.5
@@ -55,25 +55,18 @@ def matmul_peak(dtype: torch.dtype, n: int, runs: int) -> float:
 
 
 class Stepper:
-    """One model's optimisation step, exactly the body of Trainer.run's loop, on a shared batch sampler."""
+    """One model's training step, through the Trainer's own ``optimisation_step``, on a shared batch sampler."""
 
     def __init__(self, model: nn.Module, loss_fn, cfg: TrainConfig, batches: BatchSampler, autocast: bool):
         self.model, self.loss_fn, self.cfg, self.batches = model.train(), loss_fn, cfg, batches
         self.optimizer = make_optimizer(model, cfg)
-        self.autocast = autocast
+        self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
         self.step = 0
 
     def __call__(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, self.cfg)
         x, y = self.batches()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-            loss = self.loss_fn(x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        loss.item()  # the Trainer reads every loss, which waits for the step to finish
+        optimisation_step(self.model, self.loss_fn, x, y, self.optimizer, learning_rate(self.step, self.cfg),
+                          self.autocast, self.cfg.grad_clip)
         self.step += 1
 
 
