@@ -2,6 +2,7 @@
 
 import dataclasses
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -61,6 +62,27 @@ def test_exported_once_and_again_after_the_weights_change():
     assert "_onnx_decoding" not in dict(model.named_modules()) and not any("onnx" in k for k in model.state_dict())
 
 
+def test_a_new_storage_or_a_mistranslated_export_is_caught():
+    model = model_for(MILESTONES[7])
+    first = onnx_decode.for_model(model)
+    model.lm_head.weight.data = model.lm_head.weight.data * 2  # no in-place version bump, but new values
+    assert onnx_decode.for_model(model) is not first
+
+    other = model_for(MILESTONES[7])
+    decoding = onnx_decode.OnnxDecoding(other)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(2)  # the export now disagrees with the model it claims to be
+    with pytest.raises(ValueError, match="differ from PyTorch"):
+        decoding._check(other)
+
+
+def test_one_token_context_stays_in_pytorch():
+    model = model_for(MILESTONES[7])
+    model = GPT(dataclasses.replace(model.config, block_size=1)).eval()
+    assert onnx_decode.for_model(model) is None
+    assert len("".join(generate(model, TOK, "BUZZ", 5))) == 5
+
+
 def test_no_export_for_contextless_models_nor_batches():
     assert onnx_decode.for_model(model_for(MILESTONES[0], n_layer=0)) is None
     assert onnx_decode.for_model(model_for(MILESTONES[1], n_layer=0)) is None
@@ -76,4 +98,6 @@ def test_without_onnx_runtime_the_same_text_comes_from_pytorch(monkeypatch):
     model = model_for(MILESTONES[7])
     with pytest.warns(RuntimeWarning, match="sampling in PyTorch"):
         assert Decoder(model).fast is None
-    assert "".join(generate(model, *args)) == fast  # warned once: the failure is remembered
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the failure is remembered: no second warning, no second attempt
+        assert "".join(generate(model, *args)) == fast

@@ -100,3 +100,11 @@ def test_committed_samples_are_what_generate_gives_for_their_seed():
                                 train.SAMPLE_TEMPERATURE, seed=TrainConfig().seed))
         sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
         assert sample.endswith(train.SAMPLE_PROMPT + text + "\n"), milestone.folder
+
+
+def test_decoder_works_outside_no_grad():
+    model = model_for(MILESTONES[7])  # parameters that require grad, and no inference_mode around the calls
+    decoder = Decoder(model)
+    logits = decoder.start(TOK.encode("WOODY: ").ids)
+    assert logits.shape == (len(TOK.vocab),) and np.isfinite(logits).all()
+    assert decoder.push(3).shape == logits.shape

@@ -215,6 +215,8 @@ class GPT(nn.Module, PyTorchModelHubMixin,
             logits = self.token_logits(idx)  # (B, T, V)
         elif cache is None:
             logits = self._transformer(idx, attention=attention)
+        elif attention is not None:
+            raise ValueError("attention maps are collected without a cache (see attention_maps)")
         elif cache.length == 0:
             if T > cfg.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than the context ({cfg.block_size})")

@@ -5,8 +5,9 @@ A one-token step of a 4-layer, 128-wide model is about a hundred operations on v
 PyTorch spends more time dispatching each one from Python than doing its arithmetic. ONNX Runtime runs
 the exported graph from C++, with its own fusions (layer norm, GELU, transposed matmuls), in a fraction
 of that, and the half-window re-encode (``sampler.Decoder``) in a third of PyTorch's time. Exporting
-takes ~0.2 s per model; where ONNX Runtime is missing or the export fails, the sampler uses the same
-functions in PyTorch (same logits, slower) and says so once with a ``RuntimeWarning``.
+takes ~0.2 s per model and is checked against PyTorch before use; where ONNX Runtime is missing or
+the export fails or disagrees, the sampler uses the same functions in PyTorch (the same logits to
+float rounding, slower) and says so with a ``RuntimeWarning``, once per model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch.nn as nn
 
 from .model import GPT, KVCache
 
-_LOCK = threading.Lock()  # one export per model at a time; the warnings filter below is process-wide state
+_LOCK = threading.Lock()  # one export at a time in the process: the warnings filter below is process-wide state
+_TOLERANCE = 1e-4  # the exported functions must give PyTorch's logits to this (they agree to ~1e-6)
 
 
 class _Function(nn.Module):
@@ -72,6 +74,19 @@ class OnnxDecoding:
                                     ["logits", *(f"keys.{i}" for i in layers), *(f"values.{i}" for i in layers)])
         finally:
             model.train(was_training)
+        self._check(model)
+
+    def _check(self, model: GPT) -> None:
+        """Run the exported prefill and one step on a scratch cache and compare with PyTorch: an exporter that
+        mistranslates something raises here, and the caller falls back, instead of sampling wrong text."""
+        ids = torch.arange(self.prefill_length + 1) % model.config.vocab_size
+        stream = self.stream(KVCache(model.config))
+        with torch.no_grad():
+            expected = model(ids[None])[0][0].numpy()
+        got = [stream.prefill(ids[:-1].tolist()), stream(int(ids[-1]))]
+        for logits, want in zip(got, expected[-2:]):
+            if not np.allclose(logits, want, rtol=0, atol=_TOLERANCE):
+                raise ValueError(f"the exported model's logits differ from PyTorch's by {np.abs(logits - want).max():.2g}")
 
     def stream(self, cache: KVCache) -> "OnnxStream":
         return OnnxStream(self, cache)
@@ -126,32 +141,38 @@ class OnnxStream:
         return self.logits[0].copy()  # a copy: the buffer is overwritten by the next call
 
 
-def _versions(model: GPT) -> tuple[int, ...]:
-    # Every in-place change of a parameter (an optimizer step, load_state_dict) bumps its version.
+def _versions(model: GPT) -> tuple | None:
+    """What identifies the weights' current values: each parameter's object, storage and in-place version
+    (an optimizer step or load_state_dict bumps it; ``p.data = …`` or ``.to()`` changes the storage).
+    None for parameters made under inference_mode, which keep no version: their export is never reused."""
     try:
-        return tuple(p._version for p in model.parameters())
-    except RuntimeError:  # parameters made under inference_mode keep no version: treat them as fixed
-        return ()
+        return tuple((id(p), p.data_ptr(), p._version) for p in model.parameters())
+    except RuntimeError:
+        return None
 
 
 def for_model(model: GPT) -> OnnxDecoding | None:
     """The model's exported decoding, made on first use and again whenever its weights have changed since;
-    None where it cannot be used (no ONNX Runtime, a model without attention, not on the CPU in float32,
-    or the export failed), and the caller stays in PyTorch."""
+    None where it cannot be used (no ONNX Runtime, a model without attention or with a one-token context,
+    not on the CPU in float32, or the export failed), and the caller stays in PyTorch."""
     param = next(model.parameters())
-    if model.config.n_layer == 0 or param.device.type != "cpu" or param.dtype != torch.float32:
+    if model.config.n_layer == 0 or model.config.block_size < 2 or param.device.type != "cpu" or param.dtype != torch.float32:
         return None
+
+    def current(found) -> bool:
+        return found is None or (found is not False and found.versions is not None and found.versions == _versions(model))
+
     found = model.__dict__.get("_onnx_decoding", False)  # in __dict__, not a submodule: never saved, never trained
-    if found is None or (found and found.versions == _versions(model)):
+    if current(found):
         return found
     with _LOCK:
         found = model.__dict__.get("_onnx_decoding", False)
-        if found is False or (found is not None and found.versions != _versions(model)):
+        if not current(found):
             try:
                 found = OnnxDecoding(model)
             except Exception as error:  # no onnxruntime, or an exporter that cannot take this build's model
                 warnings.warn(f"sampling in PyTorch, more slowly: the ONNX Runtime decoding is unavailable ({error!r})",
-                              RuntimeWarning, stacklevel=2)
+                              RuntimeWarning, stacklevel=2)  # None is remembered: one warning per model
                 found = None
             model.__dict__["_onnx_decoding"] = found
         return found

@@ -26,7 +26,7 @@ class Decoder:
     Both the re-encode and each token's step run in ONNX Runtime (``toystory_gpt.onnx_decode``)
     where it is available, else in PyTorch (``GPT.prefill``, ``GPT.step``).
     ``use_cache=False`` recomputes the whole window every step (the naive way), same logits;
-    ``onnx=False`` keeps the cached path in PyTorch.
+    ``onnx=False`` keeps the cached path in PyTorch (the same logits to float rounding, ~1e-6).
     """
 
     def __init__(self, model: GPT, use_cache: bool = True, onnx: bool = True):
@@ -40,7 +40,7 @@ class Decoder:
 
     def _logits(self, ids: list[int], cache=None) -> np.ndarray:
         logits, _ = self.model(torch.tensor([ids]), cache=cache)
-        return logits[0, -1].float().cpu().numpy()
+        return logits[0, -1].detach().float().cpu().numpy()
 
     def start(self, ids: list[int]) -> np.ndarray:
         if not ids:
@@ -54,7 +54,7 @@ class Decoder:
             return self._logits(self.window)
         self.window.append(token)
         if len(self.window) > self.block_size:
-            self.window = self.window[-(self.block_size // 2):]
+            self.window = self.window[-max(1, self.block_size // 2):]
             return self._refill()
         if self.cache is None:
             return self._logits(self.window)
@@ -74,7 +74,8 @@ class Decoder:
 
 
 def pick(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
-    """Choose the next token: greedy at temperature 0, else sample from the (top-k) softmax.
+    """Choose the next token: greedy at temperature 0, else sample from the (top-k) softmax
+    (tokens tied with the k-th largest logit all stay in).
 
     In NumPy on purpose: these are 77 numbers, and a handful of NumPy calls on them cost a few
     microseconds where the same in PyTorch (``torch.multinomial`` alone: ~17 µs) rivals a model step.
@@ -88,17 +89,18 @@ def pick(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Gene
     if 0 < top_k < z.size:
         z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
     cdf = np.cumsum(np.exp(z))  # unnormalised: the likeliest term is exp(0) = 1, so the total is >= 1
-    # side="right" never lands on a zero-probability token (its cdf step is empty); the fallback covers the rounding
-    # of u * total up to the total itself, where the last token with any probability is the right answer.
+    # side="right" never lands on a zero-probability token (its cdf step is empty). Should u * total ever round
+    # up to the total itself, side="left" on the total gives the last token with any probability.
     token = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return token if token < z.size else int(np.flatnonzero(np.isfinite(z))[-1])
+    return token if token < z.size else int(np.searchsorted(cdf, cdf[-1], side="left"))
 
 
 @torch.inference_mode()
 def generate(model: GPT, tokenizer: CharTokenizer, prompt: str, length: int, temperature: float = 0.8,
              top_k: int = 0, seed: int = 0, use_cache: bool = True, onnx: bool = True) -> Iterator[str]:
     """Yield ``length`` generated characters continuing ``prompt`` (characters outside the vocabulary are dropped);
-    ``use_cache`` and ``onnx`` as for ``Decoder``, the same text either way."""
+    ``use_cache`` and ``onnx`` as for ``Decoder``: the same text either way, unless float rounding (~1e-6)
+    happens to move a draw across a boundary between two characters."""
     rng = np.random.default_rng(seed)
     ids = tokenizer.encode(prompt).ids or tokenizer.encode(START).ids
     decoder = Decoder(model, use_cache, onnx)
