@@ -54,7 +54,8 @@ class KVCache:
     Shapes never change while decoding, so one token's step (``GPT.step``) is a pure function of
     fixed-shape tensors that can be exported once and replayed (``toystory_gpt.onnx_decode``): the new
     token attends over the whole window, the empty slots masked out, and over itself; ``append``
-    then writes its keys and values into the next slot.
+    then writes its keys and values into the next slot. The tensors are only ever changed in place:
+    an ONNX stream reads them by address.
     """
 
     def __init__(self, config: GPTConfig, batch_size: int = 1, device=None, dtype=torch.float32):

@@ -72,9 +72,9 @@ class OnnxDecoding:
                                  self.step_inputs, self.step_outputs)
             self.prefill = _session(model, "prefill", (torch.zeros(1, self.prefill_length, dtype=torch.long),), ["idx"],
                                     ["logits", *(f"keys.{i}" for i in layers), *(f"values.{i}" for i in layers)])
+            self._check(model)
         finally:
             model.train(was_training)
-        self._check(model)
 
     def _check(self, model: GPT) -> None:
         """Run the exported prefill and one step on a scratch cache and compare with PyTorch: an exporter that
