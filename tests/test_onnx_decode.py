@@ -52,6 +52,7 @@ def test_exported_once_and_again_after_the_weights_change():
     model = model_for(MILESTONES[7])
     first = onnx_decode.for_model(model)
     assert onnx_decode.for_model(model) is first  # made once, reused by every decoder
+    assert not model.training  # exporting leaves the model as it found it
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.5)

@@ -45,7 +45,9 @@ def _session(model: GPT, method: str, example: tuple, inputs: list[str], outputs
         # The TorchScript-based exporter is deprecated upstream, but it exports these fixed-shape functions
         # in ~0.1 s each, where the dynamo-based one takes seconds per model.
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Function(model, method), example, graph, dynamo=False, input_names=inputs, output_names=outputs)
+        # eval(): the exporter puts the module back in the mode it found it in, and a new module starts in training mode.
+        torch.onnx.export(_Function(model, method).eval(), example, graph, dynamo=False, input_names=inputs,
+                          output_names=outputs)
     options = ort.SessionOptions()
     # One thread per stream: the app runs two generations at once on a 2-core machine.
     options.intra_op_num_threads = options.inter_op_num_threads = 1
