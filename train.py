@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
 import shutil
 import sys
 import time
@@ -21,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from toystory_gpt import checkpoint, corpus, report, weights
-from toystory_gpt.milestones import ABLATION, BY_NUMBER, MILESTONES, Milestone
+from toystory_gpt import checkpoint, corpus, folders, milestones, report, weights
+from toystory_gpt.milestones import Milestone, milestone_list
 from toystory_gpt.model import GPT
+from toystory_gpt.record import RunSummary, TrainingRecord
 from toystory_gpt.sampler import generate
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import TrainConfig, Trainer
@@ -32,22 +32,8 @@ SAMPLE_PROMPT = "WOODY: "
 SAMPLE_LENGTH = 600
 SAMPLE_TEMPERATURE = 0.8
 
-# Milestones 1-2 have no context to learn, only a table; at the attention milestones' rate they
-# would still be far from converged when the others are done, so they get a larger one.
-CONTEXTLESS_LEARNING_RATE = 1e-2
-
 QUICK_MODEL = dict(block_size=32, n_embd=32)
 QUICK_TRAIN = dict(max_steps=30, batch_size=8, block_size=32, eval_interval=10, warmup_steps=5)
-
-
-def parse_milestones(value: str) -> list[int]:
-    try:
-        numbers = sorted({int(part) for part in value.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milestone numbers like 2,5,8, got {value!r}") from None
-    if not numbers or any(n not in BY_NUMBER for n in numbers):
-        raise argparse.ArgumentTypeError(f"milestones are numbered 1-{len(MILESTONES)}, got {value!r}")
-    return numbers
 
 
 def pick_device(name: str) -> torch.device:
@@ -60,10 +46,9 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
               out: Path, stats: dict) -> None:
     """Train one model (resuming from its checkpoint if there is one) and save its weights folder."""
     model_cfg = milestone.model_config(vocab)
-    if quick and model_cfg.n_layer:
+    if quick and model_cfg.has_attention:
         model_cfg = dataclasses.replace(model_cfg, **QUICK_MODEL, n_layer=min(model_cfg.n_layer, 2))
-    if not model_cfg.n_layer:
-        train_cfg = dataclasses.replace(train_cfg, learning_rate=CONTEXTLESS_LEARNING_RATE)
+    train_cfg = dataclasses.replace(train_cfg, **milestone.training)
     train_cfg = dataclasses.replace(train_cfg, block_size=min(train_cfg.block_size, model_cfg.block_size))
     torch.manual_seed(train_cfg.seed)
     model = GPT(model_cfg).to(device)
@@ -71,23 +56,20 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
     result = Trainer(model, train_cfg, *data).run(desc=f"{milestone.label:<28}", checkpoint_dir=saved_state)
     if result.interrupted:
         raise KeyboardInterrupt
-    info = {"milestone": milestone.number, "name": milestone.name, "idea": milestone.idea,
-            "params": model.num_params, "best_val_loss": result.best_val_loss, "best_step": result.best_step,
-            "steps": result.steps, "wall_time": result.wall_time, "device": str(device),
-            "model_config": dataclasses.asdict(model_cfg), "train_config": dataclasses.asdict(train_cfg),
-            "history": result.history}
-    if milestone.number == 1:
-        info["corpus_stats"] = stats
+    record = TrainingRecord(milestone=milestone.number, name=milestone.name, params=model.num_params,
+                            best_val_loss=result.best_val_loss, best_step=result.best_step, steps=result.steps,
+                            wall_time=result.wall_time, device=str(device), model_config=dataclasses.asdict(model_cfg),
+                            train_config=dataclasses.asdict(train_cfg), history=result.history)
     model.cpu()
     tokenizer = CharTokenizer(vocab)
     text = "".join(generate(model, tokenizer, SAMPLE_PROMPT, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=train_cfg.seed))
-    sample = (f"Toy Story GPT — milestone {milestone.number}: {milestone.name}\n{milestone.idea}\n"
+    sample = (f"Toy Story GPT — {milestone.label}\n{milestone.idea}\n"
               f"Best validation loss {result.best_val_loss:.3f} nats/char. Sample: prompt {SAMPLE_PROMPT!r}, "
               f"{SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}, seed {train_cfg.seed}.\n\n")
-    if milestone.number == 1:
+    if milestone.number == 1:  # the first rung is the dataset's exploration
         sample += f"Corpus statistics (clean text, both splits):\n{corpus.CorpusStats(**stats).to_text()}\n"
     sample += SAMPLE_PROMPT + text + "\n"
-    weights.save(out / milestone.folder, model, info, sample, report.model_card(milestone, info))
+    weights.save(out / milestone.folder, model, record, sample, report.model_card(milestone, record))
     checkpoint.remove(saved_state)
 
 
@@ -97,11 +79,7 @@ def checkpoints(out: Path) -> Path:
 
 
 def record_run(out: Path, run: dict) -> None:
-    path = checkpoints(out) / "run.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(run), encoding="utf-8")
-    os.replace(tmp, path)
+    folders.write_file(checkpoints(out) / "run.json", json.dumps(run))
 
 
 def threads_per_job(jobs: int) -> int:
@@ -137,15 +115,17 @@ def train_all(todo: list[Milestone], jobs: int, on_done, *args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--milestones", type=parse_milestones, default=[m.number for m in MILESTONES],
-                        help="comma-separated milestone numbers (default: all eight)")
+    ladder = milestones.LADDER
+    parser.add_argument("--milestones", type=milestone_list, default=ladder.numbers,
+                        help=f"comma-separated milestone numbers (default: all {len(ladder)})")
     parser.add_argument("--corpus", help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
     parser.add_argument("--out", type=Path, default=Path("weights"), help="weights folder (default: weights)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--max-steps", type=int, help=f"training steps per milestone (default {TrainConfig.max_steps})")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=None,
-                        help="also train the deep-without-residuals ablation (default: when milestone 6 is trained)")
+                        help=f"also train the ablation, {ladder.ablation.name} "
+                             f"(default: when milestone {ladder.ablation_of} is trained)")
     parser.add_argument("--quick", action="store_true", help="tiny models and a few steps: a smoke test in seconds")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once, each in its own process (default 1)")
     parser.add_argument("--resume", action="store_true",
@@ -183,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None:
         train_cfg = dataclasses.replace(train_cfg, max_steps=args.max_steps)
     device = pick_device(args.device)
-    todo = [BY_NUMBER[n] for n in args.milestones]
-    if args.ablation if args.ablation is not None else 6 in args.milestones:
-        todo.append(ABLATION)
+    todo = [ladder[n] for n in args.milestones]
+    if args.ablation if args.ablation is not None else ladder.ablation_of in args.milestones:
+        todo.append(ladder.ablation)
     todo = [m for m in todo if m.folder not in run["done"]]
 
     def on_done(milestone: Milestone) -> None:
@@ -209,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = report.collect_rows(args.out)
     command = " ".join(["python train.py", *argv])
     threads = threads_per_job(args.jobs)
-    report.write_summary(args.out, rows, f"Trained with `{command}` on {device} ({args.jobs} job(s) at once, "
-                                         f"{threads} thread(s) each); the run took {total:.0f} s.")
+    report.write_summary(args.out, RunSummary(command=command, wall_time=total, corpus=stats, rows=rows),
+                         f"Trained with `{command}` on {device} ({args.jobs} job(s) at once, "
+                         f"{threads} thread(s) each); the run took {total:.0f} s.")
     print("\n" + report.table(rows))
     print(f"total wall time: {total:.0f} s; saved to {args.out}/")
     return 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,21 +30,17 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/app.py` works
-from benchmarks.common import ROOT, WEIGHTS, machine, machine_line, table  # noqa: E402
+from benchmarks.common import ROOT, WEIGHTS, machine, machine_line  # noqa: E402
 from toystory_gpt.compare import DEFAULTS  # noqa: E402
-from toystory_gpt.milestones import MILESTONES  # noqa: E402
+from toystory_gpt.milestones import LADDER  # noqa: E402
+from toystory_gpt.report import markdown_table as table  # noqa: E402
+from toystory_gpt.ui.page import free_port  # noqa: E402
 from toystory_gpt.weights import load_all  # noqa: E402
 
 START_TIMEOUT = 180      # seconds for the app to load its weights and answer
 REQUEST_TIMEOUT = 300    # seconds per request, queueing included
 HTTP_TIMEOUT = 120       # seconds for any one HTTP read (the event stream gets a heartbeat every 15 s)
 MB = 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -123,12 +118,12 @@ def user(url: str, number: int, requests: int, length: int, barrier: threading.B
     outcomes = []
     try:
         for i in range(requests):
-            inputs = dict(DEFAULTS, milestones=[m.number for m in MILESTONES], length=length, seed=1000 * number + i)
+            inputs = dict(DEFAULTS, milestones=[m.number for m in LADDER.milestones], length=length, seed=1000 * number + i)
             start = time.perf_counter()
             job = client.submit(**inputs, api_name="/generate")
             try:
                 texts = job.result(timeout=REQUEST_TIMEOUT)
-                ok = [len(t) for t in texts] == [length] * len(MILESTONES)
+                ok = [len(t) for t in texts] == [length] * len(LADDER.milestones)
                 outcomes.append({"kind": "ok" if ok else "error", "seconds": time.perf_counter() - start,
                                  **({} if ok else {"error": f"wrong lengths {[len(t) for t in texts]}"})})
             except QueueError as exc:
@@ -163,7 +158,7 @@ def stage(server: Server, users: int, requests: int, length: int) -> dict:
     return {"users": users, "requests": len(outcomes), "ok": len(ok), "busy": sum(o["kind"] == "busy" for o in outcomes),
             "errors": len(errors), "error_examples": sorted(set(errors))[:3],
             "p50_s": percentile(ok, 50), "p95_s": percentile(ok, 95), "max_s": ok[-1] if ok else None,
-            "wall_s": wall, "requests_per_s": len(ok) / wall, "chars_per_s": len(ok) * len(MILESTONES) * length / wall,
+            "wall_s": wall, "requests_per_s": len(ok) / wall, "chars_per_s": len(ok) * len(LADDER.milestones) * length / wall,
             "rss_before_mb": rss_before / MB, "rss_after_mb": server.rss() / MB}
 
 
@@ -187,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--users, --requests and --length must be positive")
 
     loaded, broken = load_all(args.weights)
-    if len(loaded) < len(MILESTONES):
-        print(f"error: {len(loaded)} of {len(MILESTONES)} milestones load from {args.weights}"
+    if len(loaded) < len(LADDER.milestones):
+        print(f"error: {len(loaded)} of {len(LADDER.milestones)} milestones load from {args.weights}"
               f"{': ' + '; '.join(map(str, broken.values())) if broken else ''}; train them or pass --weights", file=sys.stderr)
         return 2
     del loaded
@@ -207,12 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     figures = {"benchmark": "app", "weights": str(args.weights), "length": length, "requests_per_user": requests,
-               "milestones_per_request": len(MILESTONES), "machine": machine(), "rss_start_mb": rss_start,
+               "milestones_per_request": len(LADDER.milestones), "machine": machine(), "rss_start_mb": rss_start,
                "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start, "stages": stages}
     if args.json:
         print(json.dumps(figures, indent=1))
         return 0
-    print(f"The app under load: all {len(MILESTONES)} milestones x {length} characters per request, "
+    print(f"The app under load: all {len(LADDER.milestones)} milestones x {length} characters per request, "
           f"{requests} requests per user, served from {args.weights}")
     print(machine_line(figures["machine"]) + " (benchmark process; the app uses 1 thread per generation)\n")
     print(table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s", "RSS before MB", "RSS after MB"],

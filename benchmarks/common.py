@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from toystory_gpt.milestones import MILESTONES
+from toystory_gpt.milestones import LADDER
 from toystory_gpt.model import GPT, GPTConfig
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.weights import SavedModel, load_all
@@ -61,12 +61,12 @@ def load_ladder(weights_dir: Path) -> tuple[list[SavedModel], str]:
     values, only on their shapes, so random weights measure the same thing).
     """
     loaded, broken = load_all(weights_dir)
-    if len(loaded) == len(MILESTONES):
+    if len(loaded) == len(LADDER.milestones):
         return loaded, f"trained weights from {weights_dir}"
-    why = f"{len(loaded)} of {len(MILESTONES)} milestones loaded" if loaded or broken else "no weights found"
+    why = f"{len(loaded)} of {len(LADDER.milestones)} milestones loaded" if loaded or broken else "no weights found"
     torch.manual_seed(0)
-    ladder = [SavedModel(m, GPT(m.model_config(SCREENPLAY_VOCAB)).eval(), CharTokenizer(SCREENPLAY_VOCAB), {},
-                         Path(weights_dir) / m.folder) for m in MILESTONES]
+    ladder = [SavedModel(m, GPT(m.model_config(SCREENPLAY_VOCAB)).eval(), CharTokenizer(SCREENPLAY_VOCAB), None,
+                         Path(weights_dir) / m.folder) for m in LADDER.milestones]
     return ladder, f"RANDOM weights of the real milestone configs ({why} in {weights_dir})"
 
 
@@ -100,18 +100,6 @@ def median_seconds(fn, runs: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table (first column left-aligned, the rest right-aligned) that reads well in a terminal too."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-
-    def line(cells):
-        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
 def verdict(met: bool) -> str:

@@ -6,7 +6,7 @@ the app runs them; and what one decode step of milestone 8 costs in each runtime
     python benchmarks/sampling.py              # the full run (about a minute)
     python benchmarks/sampling.py --quick      # fewer runs: well under a minute
     python benchmarks/sampling.py --json       # one JSON object instead of the tables
-    python benchmarks/sampling.py --compile    # also time GPT.step under torch.compile (~20 s more)
+    python benchmarks/sampling.py --compile    # also time decoding.step under torch.compile (~20 s more)
 
 Targets: milestone 8 at >= 5,000 chars/s and >= 10x HF generate; all eight x 500 characters in <= 0.5 s.
 """
@@ -14,6 +14,7 @@ Targets: milestone 8 at >= 5,000 chars/s and >= 10x HF generate; all eight x 500
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -22,10 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/sampling.py` works
-from benchmarks.common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, table, verdict  # noqa: E402
+from benchmarks.common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
+from toystory_gpt import decoding, onnx_decode  # noqa: E402
 from toystory_gpt.compare import Comparison  # noqa: E402
-from toystory_gpt import onnx_decode  # noqa: E402
-from toystory_gpt.milestones import MILESTONES  # noqa: E402
+from toystory_gpt.decoding import refill_length  # noqa: E402
+from toystory_gpt.milestones import LADDER  # noqa: E402
+from toystory_gpt.report import markdown_table as table  # noqa: E402
 from toystory_gpt.sampler import generate  # noqa: E402
 
 PROMPT = "WOODY: "      # 7 characters, so GPT-2 with a 128-position table has room for 121 new tokens
@@ -39,7 +42,8 @@ TARGET_ALL_EIGHT_S = 0.5
 
 
 def ours(saved, length: int, use_cache: bool, onnx: bool = True) -> None:
-    for _ in generate(saved.model, saved.tokenizer, PROMPT, length, TEMPERATURE, TOP_K, SEED, use_cache, onnx):
+    for _ in generate(saved.model, saved.tokenizer, PROMPT, length, TEMPERATURE, TOP_K, SEED, use_cache,
+                      exported=saved.exported if onnx else None):
         pass
 
 
@@ -57,7 +61,7 @@ def measure(ladder, length: int, runs: int) -> dict:
         row = {"params": saved.model.num_params,
                "chars_per_s": length / median_seconds(lambda: ours(saved, length, True), runs),
                "naive_chars_per_s": length / median_seconds(lambda: ours(saved, length, False), runs)}
-        if config.n_layer:  # the unigram and bigram have no transformer to twin (nor a cache to run elsewhere)
+        if config.has_attention:  # the unigram and bigram have no transformer to twin (nor a cache to run elsewhere)
             row["torch_chars_per_s"] = length / median_seconds(lambda: ours(saved, length, True, onnx=False), runs)
             hf = gpt2_twin(config)
             prompt_ids = torch.tensor([saved.tokenizer.encode(PROMPT).ids])
@@ -74,9 +78,10 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
     """Microseconds per one-token decode step of one model, halfway through its window, in each runtime;
     plus the one-off cost (seconds) of the export or compile that each runtime needs first."""
     model = saved.model
-    cache = model.new_cache()
-    half = model.config.block_size // 2
-    model(torch.zeros(1, half, dtype=torch.long), cache=cache)
+    half = refill_length(model.config.block_size)
+    cached = decoding.Cached(model)
+    cached.encode([0] * half)
+    cache = cached.cache
     args = (torch.zeros(1, dtype=torch.long), torch.tensor([half]), cache.mask, tuple(cache.keys), tuple(cache.values))
     steps = 500
 
@@ -86,22 +91,24 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
                 fn()
         return median_seconds(loop, runs) / steps * 1e6
 
-    costs = {"eager_us": per_step(lambda: model.step(*args))}
+    with torch.no_grad():
+        costs = {"eager_us": per_step(lambda: decoding.step(model, *args))}
     start = time.perf_counter()
     try:
-        decoding = onnx_decode.OnnxDecoding(model)  # a fresh export, to time it (the sampler's is memoised)
+        exported = onnx_decode.OnnxDecoding(model)  # a fresh export, to time it (the loaded model keeps its own)
     except Exception as error:  # what makes the sampler fall back to PyTorch
         costs["onnx_unavailable"] = repr(error)
     else:
         costs["onnx_setup_s"] = time.perf_counter() - start
-        stream = decoding.stream(cache)
+        decoder = exported.decoder()
+        decoder.encode([0] * half)
 
         def onnx_step():
-            cache.length = half  # the same position every time, as for the others
-            stream(0)
+            decoder.cache.length = half  # the same position every time, as for the others
+            decoder.advance(0)
         costs["onnx_us"] = per_step(onnx_step)
     if compile_too:
-        compiled = torch.compile(model.step, fullgraph=True, dynamic=False)
+        compiled = torch.compile(functools.partial(decoding.step, model), fullgraph=True, dynamic=False)
         start = time.perf_counter()
         compiled(*args)
         costs["compile_setup_s"] = time.perf_counter() - start
@@ -111,7 +118,7 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
 
 def all_eight_seconds(comparison: Comparison, length: int, runs: int) -> float:
     """All eight milestones generating ``length`` characters each, taking turns in this one thread, as the app does."""
-    request = comparison.request([m.number for m in MILESTONES], PROMPT, length, TEMPERATURE, TOP_K, SEED)
+    request = comparison.request([m.number for m in LADDER.milestones], PROMPT, length, TEMPERATURE, TOP_K, SEED)
     return median_seconds(lambda: comparison.run(request), runs)
 
 
@@ -124,7 +131,7 @@ def report(figures: dict, all_eight: float, steps: dict, facts: dict, source: st
     rows = []
     for n, f in figures.items():
         hf = "hf_generate_chars_per_s" in f
-        rows.append([MILESTONES[n - 1].label, f"{f['params']:,}", fmt(f["chars_per_s"]),
+        rows.append([LADDER.milestones[n - 1].label, f"{f['params']:,}", fmt(f["chars_per_s"]),
                      fmt(f["torch_chars_per_s"]) if hf else "—", fmt(f["naive_chars_per_s"]),
                      fmt(f["hf_generate_chars_per_s"]) if hf else "—", f"{f['ratio_vs_naive']:.1f}×",
                      f"{f['ratio_vs_hf_generate']:.1f}×" if hf else "—"])
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=500, help="characters per generation (default 500)")
     parser.add_argument("--quick", action="store_true", help="fewer runs: well under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
-    parser.add_argument("--compile", action="store_true", help="also time GPT.step under torch.compile (~20 s more)")
+    parser.add_argument("--compile", action="store_true", help="also time decoding.step under torch.compile (~20 s more)")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 5)
     torch.set_num_threads(args.threads)

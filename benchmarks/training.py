@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -28,12 +27,12 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/training.py` works
-from benchmarks.common import (ROOT, SCREENPLAY_VOCAB, WEIGHTS, gpt2_twin, machine, machine_line,  # noqa: E402
-                               median_seconds, table, verdict)
+from benchmarks.common import ROOT, SCREENPLAY_VOCAB, WEIGHTS, gpt2_twin, machine, machine_line, median_seconds, verdict  # noqa: E402
 from toystory_gpt.batches import BatchSampler  # noqa: E402
-from toystory_gpt.milestones import BY_NUMBER  # noqa: E402
+from toystory_gpt.milestones import LADDER  # noqa: E402
 from toystory_gpt.model import GPT  # noqa: E402
-from toystory_gpt.report import SUMMARY_FILE  # noqa: E402
+from toystory_gpt.report import markdown_table as table  # noqa: E402
+from toystory_gpt.report import read_summary  # noqa: E402
 from toystory_gpt.trainer import TrainConfig, bf16_supported, learning_rate, make_optimizer, optimisation_step  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"
@@ -84,14 +83,11 @@ def tokens_per_second(steppers: dict, tokens_per_step: int, rounds: int, steps: 
 
 def recorded_build(weights_dir: Path) -> dict | None:
     """The last full build's wall time, from the summary train.py writes, and each model's own training time."""
-    card, summary = weights_dir / "README.md", weights_dir / SUMMARY_FILE
-    if not (card.is_file() and summary.is_file()):
+    summary = read_summary(weights_dir)
+    if summary is None:
         return None
-    took = re.search(r"the run took (\d+) s", card.read_text(encoding="utf-8"))
-    command = re.search(r"Trained with `([^`]*)`", card.read_text(encoding="utf-8"))
-    rows = json.loads(summary.read_text(encoding="utf-8"))
-    return {"seconds": float(took.group(1)) if took else None, "command": command.group(1) if command else None,
-            "models": {r["milestone"] or "ablation": r["wall_time"] for r in rows}}
+    return {"seconds": summary.wall_time, "command": summary.command,
+            "models": {r["milestone"] or "ablation": r["wall_time"] for r in summary.rows}}
 
 
 def rerun_build(corpus: Path | None, quick: bool) -> dict:
@@ -127,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     # The dimensions and settings of training milestone 8; speed depends on shapes only, so random tokens stand in for the corpus.
     cfg = TrainConfig()
     torch.manual_seed(cfg.seed)
-    ours = GPT(BY_NUMBER[8].model_config(SCREENPLAY_VOCAB))
+    ours = GPT(LADDER[8].model_config(SCREENPLAY_VOCAB))
     hf = gpt2_twin(ours.config)
     data = torch.randint(ours.config.vocab_size, (200_000,), generator=torch.Generator().manual_seed(cfg.seed))
     batches = BatchSampler(data, cfg.batch_size, cfg.block_size, torch.Generator().manual_seed(cfg.seed))
@@ -177,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             for label, key, params in (("milestone 8 (ours)", "ours", ours.num_params), ("HF GPT2LMHeadModel", "hf", hf_params),
                                        *([("milestone 8 under torch.compile", "compiled", ours.num_params)] if args.compile else []))]
     if build is None:
-        build_text = f"No build summary in {args.weights} (README.md and {SUMMARY_FILE}); --build reruns train.py and times it."
+        build_text = f"No build summary in {args.weights} (results.json); --build reruns train.py and times it."
     else:
-        how = "rerun just now" if args.build else f"recorded in {args.weights}/README.md"
+        how = "rerun just now" if args.build else f"recorded in {args.weights}/results.json"
         total = f"{build['seconds']:.0f} s" if build["seconds"] is not None else "not recorded"
         build_text = f"Full build (`{build['command']}`, {how}): {total}."
         if "models" in build:

@@ -1,15 +1,45 @@
-"""Shared fixtures: the real screenplay from ../shared/data and a tiny trained ladder."""
+"""Shared fixtures: the real screenplay from ../shared/data, a tiny trained ladder, and small untrained models."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import socket
 from pathlib import Path
 
 import pytest
+import torch
+from hypothesis import settings
+
+from toystory_gpt.model import GPT
+from toystory_gpt.ui.page import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"
+
+
+# Property-based tests: the full count by default (make test, CI), a tenth in the edit loop (make test-fast).
+settings.register_profile("full", deadline=None)
+settings.register_profile("dev", max_examples=10, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "full"))
+FUZZ_SCALE = 0.1 if settings().max_examples < 100 else 1.0  # for tests that set their own example counts
+
+# Characters of the screenplay's vocabulary, enough to write prompts like "WOODY: " and "BUZZ: ".
+TEST_VOCAB = "\n !',.:?ABCDEHINORSTUWYZabcdefghiklmnorstuvwy"
+
+
+def small_model(milestone, spread: float | None = None, vocab: str = TEST_VOCAB, **overrides) -> GPT:
+    """``milestone``'s model at test size (context 16, width 32, at most two blocks), seeded, in eval mode.
+    ``spread`` draws every weight from N(0, spread²): fresh weights give near-uniform logits, alike for every token."""
+    cfg = milestone.model_config(vocab)
+    if cfg.has_attention:
+        cfg = dataclasses.replace(cfg, block_size=16, n_embd=32, n_layer=min(cfg.n_layer, 2))
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(cfg, **overrides)).eval()
+    if spread:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, spread)
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +57,6 @@ def quick_weights(tmp_path_factory, corpus_path) -> Path:
     out = tmp_path_factory.mktemp("weights")
     assert train.main(["--quick", "--out", str(out), "--corpus", str(corpus_path)]) == 0
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

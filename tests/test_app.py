@@ -14,7 +14,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import app
-from toystory_gpt import compare
+from toystory_gpt import compare, report
+from toystory_gpt.ui import compare as compare_tab
+from toystory_gpt.ui import training
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=60, temperature=0.8, top_k=0, seed=3)
 
@@ -78,16 +80,15 @@ def test_broken_and_missing_milestones_are_shown_not_fatal(quick_weights, tmp_pa
 
 
 def test_training_tab_reads_what_training_saved(quick_weights):
-    comparison = compare.Comparison.from_folder(quick_weights)
-    curves = app.training_curves(comparison, quick_weights)
+    curves = training.training_curves(quick_weights)
     assert sorted(curves.milestone.unique()) == ["1", "2", "3", "4", "5", "6", "7", "8", "ablation"]
     assert set(curves.split) == {"train", "val"} and curves.loss.notna().all()
-    assert "vocabulary: 77 distinct characters" in app.corpus_statistics(comparison)
+    assert "vocabulary: 77 distinct characters" in training.corpus_statistics(report.read_summary(quick_weights))
 
 
 def test_throttle_sends_few_updates_and_always_the_last():
-    assert list(app.throttle(iter(range(1000)), interval=60)) == [0, 999]
-    assert list(app.throttle(iter(range(5)), interval=0)) == [0, 1, 2, 3, 4]
+    assert list(compare_tab.throttle(iter(range(1000)), interval=60)) == [0, 999]
+    assert list(compare_tab.throttle(iter(range(5)), interval=0)) == [0, 1, 2, 3, 4]
 
 
 def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):

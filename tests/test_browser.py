@@ -9,13 +9,14 @@ how the README's screenshot is made, on the real weights with ``TOYSTORY_TEST_WE
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from toystory_gpt import compare
-from toystory_gpt.milestones import MILESTONES
+from toystory_gpt.milestones import LADDER
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -25,7 +26,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-sync", "--disable-quic"]
 TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no {CHROMIUM}: apt-get install chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no {CHROMIUM}: apt-get install chromium")]
 
 # Resolves once every listed card holds `length` characters, with snapshots of the lengths taken every frame.
 WATCH_CARDS = """async ([numbers, length]) => {
@@ -66,13 +68,13 @@ def card_text(page, number: int) -> str:
 def test_chosen_milestones_fill_their_cards(browser, app_url):
     page = open_app(browser, app_url)
     chosen = {2, 5, 8}
-    for m in MILESTONES:
+    for m in LADDER.milestones:
         if m.number not in chosen:
             page.locator("#milestones").get_by_label(m.label, exact=True).uncheck()
     page.locator("#prompt textarea").fill("BUZZ: To infinity")
     result = page.evaluate(WATCH_CARDS, [sorted(chosen), 300])
     assert result["seconds"] is not None, f"cards did not fill: last lengths {result['snapshots'][-1:]}"
-    for m in MILESTONES:
+    for m in LADDER.milestones:
         card = page.locator(f"#card-{m.number}")
         assert card.is_visible() == (m.number in chosen)
     page.close()
@@ -80,7 +82,7 @@ def test_chosen_milestones_fill_their_cards(browser, app_url):
 
 def test_all_eight_stream_together_then_training_tab_plots(browser, app_url, record_property):
     page = open_app(browser, app_url)
-    result = page.evaluate(WATCH_CARDS, [[m.number for m in MILESTONES], 300])
+    result = page.evaluate(WATCH_CARDS, [[m.number for m in LADDER.milestones], 300])
     assert result["seconds"] is not None, f"cards did not fill: last lengths {result['snapshots'][-1:]}"
     record_property("click_to_last_character_seconds", result["seconds"])
     print(f"\nclick to last character, eight milestones x 300: {result['seconds']:.2f} s")
@@ -101,24 +103,33 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
     # The app runs in this process: slow its sampling down so that Stop surely lands mid-generation,
     # however fast the tiny test models are.
     real_generate = compare.generate
+    produced, running, closed = [], [], threading.Event()
 
     def slow_generate(*args, **kwargs):
-        for character in real_generate(*args, **kwargs):
-            time.sleep(0.001)
-            yield character
+        running.append(1)
+        try:
+            for character in real_generate(*args, **kwargs):
+                time.sleep(0.001)
+                produced.append(character)
+                yield character
+        finally:  # the generation was cancelled (or finished): the server stops producing this text
+            running.pop()
+            if not running:
+                closed.set()
 
     monkeypatch.setattr(compare, "generate", slow_generate)
     page = open_app(browser, app_url)
-    page.locator("#milestones").get_by_label(MILESTONES[-1].label, exact=True).uncheck()  # 1-7 left, so milestone 1's card shows progress
+    page.locator("#milestones").get_by_label(LADDER.milestones[-1].label, exact=True).uncheck()  # 1-7 left, so milestone 1's card shows progress
     page.locator("#length input[type=number]").fill("2000")
     page.locator("#length input[type=number]").press("Enter")
     page.click("#generate")
     page.wait_for_function("() => document.querySelector('#text-1 textarea').value.length > 20")
     page.click("#stop")
-    page.wait_for_timeout(1000)
-    stopped = len(card_text(page, 1))
-    page.wait_for_timeout(1000)
-    assert len(card_text(page, 1)) == stopped < 2000
+    assert closed.wait(TIMEOUT_MS / 1000), "the server kept generating after Stop"
+    assert len(produced) < 7 * 2000  # it stopped mid-way: nothing more can reach the page
+    # ...and the page knows it: the text's progress tracker is hidden again.
+    page.wait_for_function("() => document.querySelector('#text-1 [data-testid=status-tracker]').classList.contains('hide')")
+    assert 20 < len(card_text(page, 1)) < 2000
     page.close()
 
 

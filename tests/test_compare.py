@@ -134,5 +134,5 @@ def test_unreachable_hub_repo_is_one_clear_error(monkeypatch):
 def test_warm_up_exports_every_attention_models_decoding(quick_weights):
     comparison = compare.Comparison.from_folder(quick_weights)
     comparison.warm_up()
-    recorded = {n for n, saved in comparison.models.items() if saved.model.__dict__.get("_onnx_decoding")}
+    recorded = {n for n, saved in comparison.models.items() if saved._exported}
     assert recorded == {3, 4, 5, 6, 7, 8}  # milestones 1-2 have no cache to step through

@@ -13,7 +13,7 @@ Generated cases per run: LIBRARY_EXAMPLES + CLIENT_EXAMPLES + RAW_EXAMPLES = 1,2
 (at most SHORT characters per milestone) so the file runs in about a minute; out-of-range values of every size
 are generated too, and must be rejected. Every HTTP wait is bounded by REQUEST_TIMEOUT, so a hang fails the test.
 Every message must be short and printable: it reaches the page through Gradio's event stream, which cannot
-encode a lone surrogate (one echoed in a warning once broke the stream: see ``app.shown_characters``).
+encode a lone surrogate (one echoed in a warning once broke the stream: see ``compare_tab.shown_characters``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import FUZZ_SCALE
 from toystory_gpt import compare
-from toystory_gpt.milestones import MILESTONES
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.ui import compare as compare_tab
 
 LIBRARY_EXAMPLES = 700
 CLIENT_EXAMPLES = 250
@@ -41,7 +43,7 @@ MAX_MESSAGE = 500        # characters in an error message: reprlib keeps echoed 
 
 
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None,
+    return settings(max_examples=max(10, int(examples * FUZZ_SCALE)), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example])
 
@@ -84,7 +86,7 @@ def whole(low: int, high: int) -> st.SearchStrategy:
     return st.one_of(st.integers(low, high), st.integers(low, high).map(float))
 
 
-ONE_MILESTONE = st.one_of(whole(1, len(MILESTONES)), st.integers(1, len(MILESTONES)).map(str),
+ONE_MILESTONE = st.one_of(whole(1, len(LADDER.milestones)), st.integers(1, len(LADDER.milestones)).map(str),
                           st.sampled_from(["٥", "５", " 5 ", "05"]))  # Gradio's API page shows the choices as strings
 # Each input is valid most of the time (so that a sixth to a third of all requests are served and their caps checked;
 # `pytest --hypothesis-show-statistics` shows the mix),
@@ -158,7 +160,7 @@ def expected(comparison: compare.Comparison, inputs: dict) -> list[str] | str:
     for updates, texts in enumerate(comparison.stream(request), start=1):
         assert updates <= bound and max(map(len, texts)) <= request.length  # never past the cap
     assert updates == bound
-    assert [len(t) for t in texts] == [request.length if m.number in request.milestones else 0 for m in MILESTONES]
+    assert [len(t) for t in texts] == [request.length if m.number in request.milestones else 0 for m in LADDER.milestones]
     for n in request.milestones:
         assert set(texts[n - 1]) <= set(comparison.models[n].tokenizer.vocab)
     return texts
@@ -187,6 +189,7 @@ def client(app_url) -> Client:
     return Client(app_url, verbose=False)
 
 
+@pytest.mark.slow
 @fuzz(CLIENT_EXAMPLES)
 @given(**JSON_INPUTS)
 @example(milestones=[], prompt="WOODY:", length=5, temperature=0.8, top_k=0, seed=0)
@@ -249,6 +252,7 @@ def raw(app_url):
     raw.close()
 
 
+@pytest.mark.slow
 @fuzz(RAW_EXAMPLES)
 @given(**RAW_INPUTS)
 @example(milestones=[8], prompt="W\ud800\udfff\x00\u202e", length=5, temperature=0.8, top_k=0, seed=0)  # once broke the stream
@@ -271,6 +275,7 @@ def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, comparis
 NAMES = ["milestones", "prompt", "length", "temperature", "top_k", "seed"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count", [7, 8, 20])
 def test_browser_protocol_ignores_extra_values(raw, comparison, count):
     inputs = [[2, 8], "WOODY:", 7, 0.8, 0, 3]
@@ -278,6 +283,7 @@ def test_browser_protocol_ignores_extra_values(raw, comparison, count):
     assert done["success"] is True and done["output"]["data"] == expected(comparison, dict(zip(NAMES, inputs)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", [[], [[8]], [[8], "W", 5, 0.8, 0]])
 def test_browser_protocol_too_few_values_is_refused_not_fatal(raw, data):
     # Gradio itself checks the count before our function runs, and says only "error" (no message) to the caller:
@@ -286,6 +292,7 @@ def test_browser_protocol_too_few_values_is_refused_not_fatal(raw, data):
     assert done["success"] is False
 
 
+@pytest.mark.slow
 def test_json_the_server_cannot_read_is_refused_not_fatal(raw):
     # A 5,000-digit integer: Python's JSON reader refuses it (int_max_str_digits), so FastAPI rejects the body.
     body = '{"data": [[8], "W", 5, 0.8, 0, ' + "9" * 5000 + '], "fn_index": %d, "session_hash": "x"}' % raw.fn_index
@@ -317,15 +324,14 @@ def test_tiny_temperatures_sample_greedily(comparison, temperature):
 
 
 def test_left_out_characters_are_shown_so_the_event_stream_can_carry_them():
-    import app  # noqa: PLC0415 - app.py builds its demo at import; only this test needs it
-
-    assert app.shown_characters("é\ud800\x00\u202e🤠") == "é U+D800 U+0000 U+202E 🤠"
-    app.shown_characters("é\ud800").encode("utf-8")  # no lone surrogate left: orjson can encode it
+    assert compare_tab.shown_characters("é\ud800\x00\u202e🤠") == "é U+D800 U+0000 U+202E 🤠"
+    compare_tab.shown_characters("é\ud800").encode("utf-8")  # no lone surrogate left: orjson can encode it
 
 
 # ----------------------------------------------------------------------------------------------- aftermath
 
 
+@pytest.mark.slow
 def test_the_server_still_serves_after_the_fuzzing(client, raw, comparison):
     inputs = dict(milestones=list(range(1, 9)), prompt="WOODY:", length=50, temperature=0.8, top_k=0, seed=11)
     assert list(client.predict(**inputs, api_name="/generate")) == comparison.run(comparison.request(**inputs))

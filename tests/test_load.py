@@ -19,9 +19,13 @@ from gradio_client import Client
 from gradio_client.utils import QueueError, Status
 
 import app
-from tests.conftest import free_port
 from toystory_gpt import compare
-from toystory_gpt.milestones import MILESTONES
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.ui import compare as compare_tab
+from toystory_gpt.ui import page
+from toystory_gpt.ui.page import free_port
+
+pytestmark = pytest.mark.slow
 
 USERS = 8
 REQUESTS = 2                 # per user
@@ -31,7 +35,7 @@ REQUEST_TIMEOUT = 300        # seconds; bounds a hang, measures nothing
 HTTP_TIMEOUT = 120           # seconds for any one HTTP read (the event stream gets a heartbeat every 15 s)
 BUSY = "Queue is full! Please try again."   # gradio_client's own words when the server answers 503 queue_full
 
-ALL = [m.number for m in MILESTONES]
+ALL = [m.number for m in LADDER.milestones]
 
 
 def inputs(user: int, i: int, length: int = LENGTH) -> dict:
@@ -84,7 +88,7 @@ def test_concurrent_users_get_their_own_texts_and_memory_stays_bounded(app_url, 
 
 def test_the_server_keeps_the_state_of_a_bounded_number_of_sessions(served_weights, monkeypatch):
     # Gradio keeps each session's component state (~0.1 MB here) until SESSIONS_KEPT newer ones push it out.
-    monkeypatch.setattr(app, "SESSIONS_KEPT", 3)
+    monkeypatch.setattr(page, "SESSIONS_KEPT", 3)
     demo = app.build_app(served_weights)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -106,7 +110,7 @@ def tiny_queue_app(served_weights, monkeypatch):
         gate.wait(REQUEST_TIMEOUT)
         yield from real_stream(self, request)
 
-    monkeypatch.setattr(app, "QUEUE_SIZE", 1)
+    monkeypatch.setattr(page, "QUEUE_SIZE", 1)
     monkeypatch.setattr(compare.Comparison, "stream", gated_stream)
     demo = app.build_app(served_weights)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -126,14 +130,14 @@ def wait_until(condition, what: str) -> None:
 
 def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, served_weights):
     url, gate, started = tiny_queue_app
-    clients = [Client(url, verbose=False) for _ in range(app.CONCURRENCY + 2)]
+    clients = [Client(url, verbose=False) for _ in range(compare_tab.CONCURRENCY + 2)]
     try:
-        running = [c.submit(**inputs(i, 0), api_name="/generate") for i, c in enumerate(clients[:app.CONCURRENCY])]
+        running = [c.submit(**inputs(i, 0), api_name="/generate") for i, c in enumerate(clients[:compare_tab.CONCURRENCY])]
         for _ in running:  # both generation slots taken...
             assert started.acquire(timeout=REQUEST_TIMEOUT)
-        waiting = clients[app.CONCURRENCY].submit(**inputs(98, 0), api_name="/generate")
+        waiting = clients[compare_tab.CONCURRENCY].submit(**inputs(98, 0), api_name="/generate")
         wait_until(lambda: waiting.status().code == Status.IN_QUEUE, "the third request is queued")  # ...and the queue full
-        refused = clients[app.CONCURRENCY + 1].submit(**inputs(99, 0), api_name="/generate")
+        refused = clients[compare_tab.CONCURRENCY + 1].submit(**inputs(99, 0), api_name="/generate")
         with pytest.raises(QueueError, match="^Queue is full! Please try again.$"):
             refused.result(timeout=REQUEST_TIMEOUT)
         # What a hand-written HTTP client sees: 503 and Gradio's detail.
@@ -141,10 +145,10 @@ def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, se
         assert raw.status_code == 503 and raw.json()["detail"].startswith("Queue is full. Max size is 1")
         gate.set()
         comparison = compare.Comparison.from_folder(served_weights)
-        for job, user in [*zip(running, range(app.CONCURRENCY)), (waiting, 98)]:  # the accepted ones all finish
+        for job, user in [*zip(running, range(compare_tab.CONCURRENCY)), (waiting, 98)]:  # the accepted ones all finish
             assert list(job.result(timeout=REQUEST_TIMEOUT)) == comparison.run(comparison.request(**inputs(user, 0)))
         # Once there is room again, the refused caller is served.
-        assert len(clients[-1].predict(**inputs(99, 0), api_name="/generate")) == len(MILESTONES)
+        assert len(clients[-1].predict(**inputs(99, 0), api_name="/generate")) == len(LADDER.milestones)
     finally:
         for client in clients:
             client.close()

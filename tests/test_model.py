@@ -5,26 +5,23 @@ import dataclasses
 import pytest
 import torch
 
-from toystory_gpt.milestones import ABLATION, MILESTONES
-from toystory_gpt.model import GPT, GPTConfig, KVCache
+from tests.conftest import small_model
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.model import GPTConfig
+from toystory_gpt.recorder import Recorder
 
 VOCAB = "".join(chr(c) for c in range(32, 32 + 20))
-SMALL = dict(block_size=16, n_embd=32)
 
 
-def small(milestone, **overrides) -> GPT:
-    cfg = milestone.model_config(VOCAB)
-    if cfg.n_layer:
-        cfg = dataclasses.replace(cfg, **SMALL, n_layer=min(cfg.n_layer, 2))
-    torch.manual_seed(0)
-    return GPT(dataclasses.replace(cfg, **overrides)).eval()
+def small(milestone, **overrides):
+    return small_model(milestone, vocab=VOCAB, **overrides)
 
 
 def ids(B=2, T=16, seed=1):
     return torch.randint(0, len(VOCAB), (B, T), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("milestone", MILESTONES, ids=lambda m: m.folder)
+@pytest.mark.parametrize("milestone", LADDER.milestones, ids=lambda m: m.folder)
 def test_forward_contract(milestone):
     model = small(milestone)
     x, y = ids(), ids(seed=2)
@@ -36,7 +33,7 @@ def test_forward_contract(milestone):
     assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize("milestone", MILESTONES, ids=lambda m: m.folder)
+@pytest.mark.parametrize("milestone", LADDER.milestones, ids=lambda m: m.folder)
 def test_causality(milestone):
     """Logits at position t never depend on tokens after t."""
     model = small(milestone)
@@ -49,7 +46,7 @@ def test_causality(milestone):
 
 
 def test_unigram_ignores_its_input():
-    model = small(MILESTONES[0])
+    model = small(LADDER.milestones[0])
     a, _ = model(ids(seed=1))
     b, _ = model(ids(seed=2))
     assert torch.equal(a, b)
@@ -58,7 +55,7 @@ def test_unigram_ignores_its_input():
 
 
 def test_bigram_sees_only_the_current_character():
-    model = small(MILESTONES[1])
+    model = small(LADDER.milestones[1])
     x = ids(B=1)
     changed = x.clone()
     changed[0, :8] = (changed[0, :8] + 3) % len(VOCAB)  # rewrite the past, keep position 8 onwards
@@ -68,7 +65,7 @@ def test_bigram_sees_only_the_current_character():
     assert not torch.allclose(a[0, :8], b[0, :8])
 
 
-@pytest.mark.parametrize("milestone", MILESTONES[2:], ids=lambda m: m.folder)
+@pytest.mark.parametrize("milestone", LADDER.milestones[2:], ids=lambda m: m.folder)
 def test_attention_uses_earlier_context(milestone):
     """Unlike the bigram, changing an earlier token changes later predictions."""
     model = small(milestone)
@@ -80,21 +77,45 @@ def test_attention_uses_earlier_context(milestone):
     assert not torch.allclose(a[0, 10], b[0, 10], atol=1e-7)
 
 
+def attention_maps(model, x) -> list[torch.Tensor]:
+    with Recorder(model, "blocks.*.attn.weights") as seen:
+        model(x)
+    return [seen[f"blocks.{i}.attn.weights"] for i in range(model.config.n_layer)]
+
+
 def test_attention_maps_per_layer_and_head_are_causal_distributions():
-    model = small(MILESTONES[7])
-    maps = model.attention_maps(ids(B=2, T=10))
+    model = small(LADDER.milestones[7])
+    x = ids(B=2, T=10)
+    maps = attention_maps(model, x)
     assert len(maps) == model.config.n_layer
     for att in maps:
         assert att.shape == (2, 4, 10, 10)
         assert torch.allclose(att.sum(-1), torch.ones(2, 4, 10))
         assert torch.all(att.triu(diagonal=1) == 0)  # no weight on the future
-    # the explicit path computes the same logits as the fused one
-    x = ids(B=2, T=10)
-    assert torch.allclose(model(x)[0], model(x, attention=[])[0], atol=1e-5)
+    # the explicit path, taken only while someone watches, computes the same logits as the fused one
+    with Recorder(model, "blocks.*.attn.weights"):
+        explicit = model(x)[0]
+    assert torch.allclose(model(x)[0], explicit, atol=1e-5)
+    assert all(block.attn.weights.watched == 0 for block in model.blocks)  # and the fused path is back
+
+
+def test_a_recorder_sees_only_its_own_thread_and_names_what_it_cannot_find():
+    import threading
+
+    model = small(LADDER.milestones[7])
+    with Recorder(model, "blocks.0") as seen:
+        worker = threading.Thread(target=model, args=(ids(B=3),))
+        worker.start()
+        worker.join()
+        assert seen == {}  # another thread's pass (the app serves several people at once) is not recorded
+        model(ids(B=1))
+    assert seen["blocks.0"].shape == (1, 16, 32)
+    with pytest.raises(ValueError, match="no submodule of GPT is named like blocks.9"):
+        Recorder(model, "blocks.9")
 
 
 def test_single_head_vs_multi_head_differ_only_in_heads():
-    one, four = small(MILESTONES[2]), small(MILESTONES[3])
+    one, four = small(LADDER.milestones[2]), small(LADDER.milestones[3])
     assert one.num_params == four.num_params
     assert one.blocks[0].attn.n_head == 1 and four.blocks[0].attn.n_head == 4
     with torch.no_grad():  # sharpen attention: at init it is nearly uniform, whatever the heads
@@ -102,12 +123,12 @@ def test_single_head_vs_multi_head_differ_only_in_heads():
     four.load_state_dict(one.state_dict())  # same tensors, split differently
     x = ids()
     assert not torch.allclose(one(x)[0], four(x)[0], rtol=1e-3, atol=1e-6)
-    maps = four.attention_maps(x)
+    maps = attention_maps(four, x)
     assert not torch.allclose(maps[0][:, 0], maps[0][:, 1])  # heads attend independently
 
 
 def test_feed_forward_residual_and_norm_are_switched_on_in_order():
-    m4, m5, m6, m7 = (small(m) for m in MILESTONES[3:7])
+    m4, m5, m6, m7 = (small(m) for m in LADDER.milestones[3:7])
     assert m4.blocks[0].mlp is None and m5.blocks[0].mlp is not None
     assert not m5.blocks[0].residual and m6.blocks[0].residual
     assert isinstance(m6.blocks[0].ln_1, torch.nn.Identity) and isinstance(m7.blocks[0].ln_1, torch.nn.LayerNorm)
@@ -117,25 +138,25 @@ def test_feed_forward_residual_and_norm_are_switched_on_in_order():
 def test_residual_adds_the_block_input_back():
     """With the block's sub-layers zeroed out, a residual block is the identity; without residuals it is not."""
     for residual in (True, False):
-        model = small(MILESTONES[5], residual=residual)
+        model = small(LADDER.milestones[5], residual=residual)
         block = model.blocks[0]
         for p in block.parameters():
             torch.nn.init.zeros_(p)
-        x = torch.randn(1, 5, SMALL["n_embd"])
+        x = torch.randn(1, 5, model.config.n_embd)
         out = block(x)
         assert torch.allclose(out, x) == residual
 
 
 def test_depth_of_the_ladder_and_the_ablation():
-    depths = [m.model_config(VOCAB).n_layer for m in MILESTONES]
+    depths = [m.model_config(VOCAB).n_layer for m in LADDER.milestones]
     assert depths[:2] == [0, 0] and depths[2:5] == [1, 1, 1]
     assert depths[5] == depths[6] == depths[7] > 1
-    assert ABLATION.model_config(VOCAB) == dataclasses.replace(MILESTONES[5].model_config(VOCAB), residual=False)
+    assert LADDER.ablation.model_config(VOCAB) == dataclasses.replace(LADDER.milestones[5].model_config(VOCAB), residual=False)
 
 
 def test_each_milestone_differs_from_the_previous_by_its_own_idea():
     diffs = []
-    for prev, cur in zip(MILESTONES, MILESTONES[1:]):
+    for prev, cur in zip(LADDER.milestones, LADDER.milestones[1:]):
         a, b = prev.model_config(VOCAB), cur.model_config(VOCAB)
         diffs.append({k for k, v in dataclasses.asdict(b).items() if dataclasses.asdict(a)[k] != v})
     assert diffs[0] == {"sees_input"}
@@ -148,32 +169,20 @@ def test_each_milestone_differs_from_the_previous_by_its_own_idea():
 
 
 def test_dropout_only_in_training():
-    model = small(MILESTONES[7])
+    model = small(LADDER.milestones[7])
     x = ids()
     model.eval()
     assert torch.equal(model(x)[0], model(x)[0])
     model.train()
     assert not torch.equal(model(x)[0], model(x)[0])
-    no_dropout = small(MILESTONES[6]).train()
+    no_dropout = small(LADDER.milestones[6]).train()
     assert torch.equal(no_dropout(x)[0], no_dropout(x)[0])
 
 
-@pytest.mark.parametrize("milestone", MILESTONES[2:], ids=lambda m: m.folder)
-def test_kv_cache_matches_full_recompute(milestone):
-    model = small(milestone)
-    x = ids(B=1)
-    full, _ = model(x)
-    cache = model.new_cache()
-    assert isinstance(cache, KVCache)
-    steps = [model(x[:, :5], cache=cache)[0]]
-    steps += [model(x[:, t:t + 1], cache=cache)[0] for t in range(5, 16)]
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
-    with pytest.raises(ValueError, match="longer than the context"):
-        model(x[:, :1], cache=cache)
-
-
-def test_contextless_models_need_no_cache():
-    assert small(MILESTONES[0]).new_cache() is None and small(MILESTONES[1]).new_cache() is None
+def test_context_longer_than_the_position_table_is_refused():
+    model = small(LADDER.milestones[7])
+    with pytest.raises(ValueError, match="sequence of 17 tokens is longer than the context"):
+        model(ids(B=1, T=17))
 
 
 def test_config_rejects_heads_that_do_not_divide_width():

@@ -1,11 +1,12 @@
 """Interrupted training: SIGKILL at several points, saving included, never costs a saved folder; --resume finishes."""
 
-import json
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -14,7 +15,9 @@ import torch
 import train
 from tests.conftest import ROOT
 from toystory_gpt import weights
-from toystory_gpt.milestones import BY_NUMBER
+from toystory_gpt.milestones import LADDER
+
+pytestmark = pytest.mark.slow
 
 ARGS = ["--quick", "--milestones", "8", "--max-steps", "60"]
 
@@ -59,16 +62,29 @@ CHILD = textwrap.dedent("""
 """)
 
 
+PAUSES = {"checkpoint-written": "after checkpoint", "writing-checkpoint": "inside checkpoint write",
+          "writing-weights": "inside weights write", "swapping-weights": "between renames"}
+CHILD_DEADLINE = 120  # seconds for the child to reach its kill point; it bounds a hang, it does not time anything
+
+
 def run_until_paused(point: str, args: list[str]) -> str:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, point, str(torch.get_num_threads()), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    """Start the child, wait (at most CHILD_DEADLINE, even if it prints nothing) until it pauses at ``point``,
+    then SIGKILL it; returns the line it paused with."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, point, str(torch.get_num_threads()), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)], daemon=True).start()
     try:
-        deadline = time.monotonic() + 120
-        for line in proc.stdout:
+        deadline = time.monotonic() + CHILD_DEADLINE
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the child did not reach {point} within {CHILD_DEADLINE} s")
+            if line is None:
+                pytest.fail(f"the child exited ({proc.wait()}) without reaching {point}")
             if line.startswith("PAUSED"):
                 return line.strip()
-            assert time.monotonic() < deadline, "the child never reached the kill point"
-        pytest.fail(f"the child exited ({proc.wait()}) without reaching {point}")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -79,7 +95,7 @@ def reference(corpus_path, tmp_path_factory):
     """The same run, never interrupted."""
     out = tmp_path_factory.mktemp("reference")
     assert train.main([*ARGS, "--corpus", str(corpus_path), "--out", str(out)]) == 0
-    return json.loads((out / "milestone8" / "history.json").read_text())
+    return weights.read_record(out / "milestone8")
 
 
 @pytest.mark.parametrize("point", ["checkpoint-written", "writing-checkpoint", "writing-weights", "swapping-weights"])
@@ -90,19 +106,20 @@ def test_sigkill_loses_nothing_and_resume_completes(point, reference, corpus_pat
     before = (out / "milestone8" / "model.safetensors").read_bytes()
 
     paused = run_until_paused(point, [*ARGS, "--corpus", str(corpus_path), "--out", str(out)])
-    assert "PAUSED" in paused
+    assert paused == f"PAUSED {PAUSES[point]}"
 
-    # The previous folder is intact and loadable, whatever instant the kill hit.
-    saved = weights.load(out / "milestone8", BY_NUMBER[8])
-    if point != "swapping-weights":
+    # The previous folder is intact and loads the previous weights, whatever instant the kill hit.
+    saved = weights.load(out / "milestone8", LADDER[8])
+    if point != "swapping-weights":  # there the old folder is aside, and the loader reads it from there
         assert (out / "milestone8" / "model.safetensors").read_bytes() == before
-    assert saved.model.num_params > 0
+    previous = weights.load(quick_weights / "milestone8", LADDER[8]).model.state_dict()
+    assert all(torch.equal(tensor, previous[name]) for name, tensor in saved.model.state_dict().items())
 
     assert train.main(["--resume", "--out", str(out)]) == 0
-    history = json.loads((out / "milestone8" / "history.json").read_text())
-    assert history["steps"] == reference["steps"]
-    assert history["best_val_loss"] == pytest.approx(reference["best_val_loss"], abs=1e-6)
-    assert [h["val_loss"] for h in history["history"]] == pytest.approx([h["val_loss"] for h in reference["history"]], abs=1e-6)
+    record = weights.read_record(out / "milestone8")
+    assert record.steps == reference.steps
+    assert record.best_val_loss == pytest.approx(reference.best_val_loss, abs=1e-6)
+    assert [h.val_loss for h in record.history] == pytest.approx([h.val_loss for h in reference.history], abs=1e-6)
     assert not (out / ".checkpoints").exists()
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "milestone8", "results.json"]
 
@@ -112,12 +129,11 @@ def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_corrupt_checkpoint_is_a_clear_error(corpus_path, tmp_path):
+def test_corrupt_checkpoint_is_a_clear_error(corpus_path, tmp_path, capsys):
     out = tmp_path / "w"
     run_until_paused("checkpoint-written", [*ARGS, "--corpus", str(corpus_path), "--out", str(out)])
     state = out / ".checkpoints" / "milestone8" / "tensors.safetensors"
     state.write_bytes(state.read_bytes()[:100])
-    proc = subprocess.run([sys.executable, "train.py", "--resume", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "checkpoint" in proc.stderr and "cannot be read" in proc.stderr and "delete it" in proc.stderr
+    assert train.main(["--resume", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "checkpoint" in error and "cannot be read" in error and "delete it" in error

@@ -18,7 +18,7 @@ from gradio_client import Client
 
 import app
 from toystory_gpt import hub, weights
-from toystory_gpt.milestones import MILESTONES
+from toystory_gpt.milestones import LADDER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,8 +102,8 @@ def test_no_pickle_format_file_is_tracked():
 
 
 def test_a_pickle_beside_missing_safetensors_is_never_loaded(quick_weights, tmp_path):
-    folder = tmp_path / MILESTONES[7].folder
-    shutil.copytree(quick_weights / MILESTONES[7].folder, folder)
+    folder = tmp_path / LADDER.milestones[7].folder
+    shutil.copytree(quick_weights / LADDER.milestones[7].folder, folder)
     (folder / weights.WEIGHTS_FILE).unlink()
     canary = tmp_path / "unpickled"
     # A protocol-0 pickle that, if anything ever unpickled it, would create `canary` (builtins.open(canary, "w")).
@@ -111,7 +111,7 @@ def test_a_pickle_beside_missing_safetensors_is_never_loaded(quick_weights, tmp_
     for name in ("pytorch_model.bin", "model.pt", "model.pkl"):
         (folder / name).write_bytes(payload)
     with pytest.raises(weights.WeightsError, match="model.safetensors: missing"):
-        weights.load(folder, MILESTONES[7])
+        weights.load(folder, LADDER.milestones[7])
     assert not canary.exists()
 
 
@@ -130,15 +130,25 @@ def test_no_api_endpoint_takes_a_path_like_parameter(app_url):
             assert not any(word in (parameter.get("parameter_name") or "").lower() for word in PATH_LIKE), (name, parameter)
 
 
-def test_the_weights_location_comes_only_from_an_argument_or_the_environment():
+def test_the_weights_location_comes_only_from_an_argument_or_the_environment(quick_weights, monkeypatch):
     assert list(inspect.signature(hub.resolve).parameters) == ["location", "revision"]
-    # app.py resolves once, at import, from configuration: no call passes anything a request could have set.
-    calls = [n for n in ast.walk(ast.parse(Path(app.__file__).read_text(encoding="utf-8")))
-             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "resolve"]
-    assert len(calls) == 1 and not calls[0].args and not calls[0].keywords
-    # ...and the request handler's only inputs are the six generation settings.
-    handler = next(d.fn for d in app.demo.fns.values() if d.api_name == "generate")
-    assert list(inspect.signature(handler).parameters) == ["milestones", "prompt", "length", "temperature", "top_k", "seed"]
+    # What a Space does: app.demo serves $TOYSTORY_WEIGHTS, resolved once, with nothing a request could have set.
+    monkeypatch.setenv(hub.WEIGHTS_ENV, str(quick_weights))
+    calls, resolve = [], hub.resolve
+    monkeypatch.setattr(hub, "resolve", lambda *args, **kwargs: calls.append((args, kwargs)) or resolve(*args, **kwargs))
+    app._demo.cache_clear()
+    try:
+        demo = app.demo
+        handler = next(d.fn for d in demo.fns.values() if d.api_name == "generate")
+        # ...the request handler's only inputs are the six generation settings, and serving never resolves again.
+        assert list(inspect.signature(handler).parameters) == ["milestones", "prompt", "length", "temperature", "top_k",
+                                                                "seed"]
+        for seed in range(3):
+            assert len(list(handler([3, 8], "WOODY:", 5, 0.8, 0, seed))[-1][7]) == 5
+        assert app.demo is demo
+    finally:
+        app._demo.cache_clear()  # the next user of app.demo builds it from its own environment
+    assert calls == [((), {})]
 
 
 @pytest.fixture

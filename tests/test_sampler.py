@@ -1,39 +1,32 @@
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import weights
-from toystory_gpt.milestones import ABLATION, MILESTONES
-from toystory_gpt.model import GPT
-from toystory_gpt.sampler import Decoder, generate, pick
+from toystory_gpt.decoding import Recompute, new_decoder
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.onnx_decode import OnnxDecoder, OnnxDecoding
+from toystory_gpt.sampler import generate, pick
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import TrainConfig
 
-TOK = CharTokenizer("\n !',.:?ABCDEHINORSTUWYZabcdefghiklmnorstuvwy")
+TOK = CharTokenizer(TEST_VOCAB)
 
 
-def model_for(milestone, std=0.5, block_size=16):
-    cfg = milestone.model_config(TOK.vocab)
-    if cfg.n_layer:
-        cfg = dataclasses.replace(cfg, block_size=block_size, n_embd=32, n_layer=min(cfg.n_layer, 2))
-    torch.manual_seed(0)
-    model = GPT(cfg).eval()
-    with torch.no_grad():  # fresh weights give near-uniform logits; spread them so samples differ
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model
+def model_for(milestone):
+    return small_model(milestone, spread=0.5)  # spread weights: samples then differ from seed to seed
 
 
-@pytest.mark.parametrize("milestone", MILESTONES, ids=lambda m: m.folder)
+@pytest.mark.parametrize("milestone", LADDER.milestones, ids=lambda m: m.folder)
 @torch.inference_mode()
 def test_cached_logits_equal_full_recompute_past_the_window(milestone, quick_weights):
     saved = weights.load(quick_weights / milestone.folder, milestone)  # trained: realistic logits
     block = saved.model.config.block_size
-    cached, naive = Decoder(saved.model, use_cache=True), Decoder(saved.model, use_cache=False)
-    assert (cached.fast is not None) == (milestone.number >= 3)  # the ONNX Runtime path is what is compared
+    cached, naive = new_decoder(saved.model, exported=saved.exported), Recompute(saved.model)
+    assert isinstance(cached, OnnxDecoder) == (milestone.number >= 3)  # the ONNX Runtime path is what is compared
     prompt = saved.tokenizer.encode("WOODY: ").ids
     a, b = cached.start(prompt), naive.start(prompt)
     rng = np.random.default_rng(0)
@@ -44,14 +37,15 @@ def test_cached_logits_equal_full_recompute_past_the_window(milestone, quick_wei
         assert len(cached.window) <= block
 
 
-@pytest.mark.parametrize("milestone", MILESTONES[::3], ids=lambda m: m.folder)
+@pytest.mark.parametrize("milestone", LADDER.milestones[::3], ids=lambda m: m.folder)
 def test_same_seed_same_text_with_and_without_cache(milestone):
     model = model_for(milestone)
     args = (model, TOK, "BUZZ: ", 60, 0.9, 0)
-    a = "".join(generate(*args, seed=3))
+    a = "".join(generate(*args, seed=3))  # the KV cache in PyTorch
     assert a == "".join(generate(*args, seed=3))
     assert a == "".join(generate(*args, seed=3, use_cache=False))
-    assert a == "".join(generate(*args, seed=3, onnx=False))  # the KV cache in PyTorch rather than ONNX Runtime
+    if milestone.model_config(TOK.vocab).has_attention:
+        assert a == "".join(generate(*args, seed=3, exported=OnnxDecoding(model)))  # the cache in ONNX Runtime
     assert a != "".join(generate(*args, seed=4))
     assert len(a) == 60 and set(a) <= set(TOK.vocab)
 
@@ -82,7 +76,7 @@ def test_tiny_temperatures_are_greedy_not_nan(temperature):
 
 
 def test_empty_prompt_and_unknown_characters():
-    model = model_for(MILESTONES[7])
+    model = model_for(LADDER.milestones[7])
     assert len("".join(generate(model, TOK, "", 20, seed=0))) == 20
     assert "".join(generate(model, TOK, "é🚀", 20, seed=0)) == "".join(generate(model, TOK, "", 20, seed=0))
     assert "".join(generate(model, TOK, "x", 0)) == ""
@@ -94,17 +88,17 @@ def test_committed_samples_are_what_generate_gives_for_their_seed():
     import train
 
     committed = Path(__file__).resolve().parent.parent / "weights"
-    for milestone in (*MILESTONES, ABLATION):
+    for milestone in LADDER.models:
         saved = weights.load(committed / milestone.folder, milestone)
         text = "".join(generate(saved.model, saved.tokenizer, train.SAMPLE_PROMPT, train.SAMPLE_LENGTH,
-                                train.SAMPLE_TEMPERATURE, seed=TrainConfig().seed))
+                                train.SAMPLE_TEMPERATURE, seed=TrainConfig().seed, exported=saved.exported))
         sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
         assert sample.endswith(train.SAMPLE_PROMPT + text + "\n"), milestone.folder
 
 
 def test_decoder_works_outside_no_grad():
-    model = model_for(MILESTONES[7])  # parameters that require grad, and no inference_mode around the calls
-    decoder = Decoder(model)
+    model = model_for(LADDER.milestones[7])  # parameters that require grad, and no inference_mode around the calls
+    decoder = new_decoder(model)
     logits = decoder.start(TOK.encode("WOODY: ").ids)
     assert logits.shape == (len(TOK.vocab),) and np.isfinite(logits).all()
     assert decoder.push(3).shape == logits.shape

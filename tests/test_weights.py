@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from toystory_gpt import report, weights
-from toystory_gpt.milestones import BY_NUMBER, MILESTONES
+from toystory_gpt.milestones import LADDER
 
 
 @pytest.fixture
@@ -17,9 +17,9 @@ def folder(quick_weights, tmp_path):
 
 
 def test_round_trip_gives_identical_logits(quick_weights, tmp_path):
-    saved = weights.load(quick_weights / "milestone8", BY_NUMBER[8])
-    weights.save(tmp_path / "milestone8", saved.model, saved.info, "sample", "card")
-    again = weights.load(tmp_path / "milestone8", BY_NUMBER[8])
+    saved = weights.load(quick_weights / "milestone8", LADDER[8])
+    weights.save(tmp_path / "milestone8", saved.model, saved.record, "sample", "card")
+    again = weights.load(tmp_path / "milestone8", LADDER[8])
     x = torch.randint(0, saved.tokenizer.vocab_size, (2, 20))
     assert torch.equal(saved.model(x)[0], again.model(x)[0])
     assert again.tokenizer.vocab == saved.tokenizer.vocab
@@ -29,9 +29,9 @@ def test_round_trip_gives_identical_logits(quick_weights, tmp_path):
 
 def test_load_all_returns_every_milestone_in_order(quick_weights):
     loaded, broken = weights.load_all(quick_weights)
-    assert [s.milestone.number for s in loaded] == [m.number for m in MILESTONES]
+    assert [s.milestone.number for s in loaded] == [m.number for m in LADDER.milestones]
     assert broken == {}
-    assert all(s.info["best_val_loss"] > 0 and s.info["history"] for s in loaded)
+    assert all(s.record.best_val_loss > 0 and s.record.history for s in loaded)
 
 
 def test_folder_is_hub_shaped_without_pickle(quick_weights):
@@ -46,19 +46,19 @@ def test_truncated_safetensors_is_a_clear_error(folder, keep):
     data = path.read_bytes()
     path.write_bytes(data[:keep] if keep >= 0 else data[:keep])
     with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: not a readable safetensors file"):
-        weights.load(folder, BY_NUMBER[8])
+        weights.load(folder, LADDER[8])
 
 
 def test_garbage_safetensors_is_a_clear_error(folder):
     (folder / "model.safetensors").write_bytes(b"\x00garbage" * 100)
     with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors"):
-        weights.load(folder, BY_NUMBER[8])
+        weights.load(folder, LADDER[8])
 
 
 def test_missing_weights_file_is_a_clear_error(folder):
     (folder / "model.safetensors").unlink()
     with pytest.raises(weights.WeightsError, match=r"milestone8: model.safetensors: missing"):
-        weights.load(folder, BY_NUMBER[8])
+        weights.load(folder, LADDER[8])
 
 
 def edit_config(folder, change):
@@ -70,7 +70,7 @@ def edit_config(folder, change):
 def test_missing_config_is_a_clear_error(folder):
     (folder / "config.json").unlink()
     with pytest.raises(weights.WeightsError, match=r"milestone8: config.json: missing"):
-        weights.load(folder, BY_NUMBER[8])
+        weights.load(folder, LADDER[8])
 
 
 @pytest.mark.parametrize("change, message", [
@@ -91,7 +91,7 @@ def test_missing_config_is_a_clear_error(folder):
 def test_config_that_does_not_describe_the_weights(folder, change, message):
     edit_config(folder, change)
     with pytest.raises(weights.WeightsError, match=r"milestone8: " + message):
-        weights.load(folder, BY_NUMBER[8])
+        weights.load(folder, LADDER[8])
 
 
 def test_unreadable_history_is_left_out_of_the_summary_not_fatal(quick_weights, tmp_path):
@@ -99,9 +99,26 @@ def test_unreadable_history_is_left_out_of_the_summary_not_fatal(quick_weights, 
     (tmp_path / "w" / "milestone4" / "history.json").write_text("{not json")
     (tmp_path / "w" / "milestone6" / "history.json").unlink()
     rows = report.collect_rows(tmp_path / "w")
-    assert [r["milestone"] for r in rows] == [1, 2, 3, 5, 7, 8, 0]
-    saved = weights.load(tmp_path / "w" / "milestone6", BY_NUMBER[6])  # no history: still loads
-    assert "| 6 · + residual connections | " in report.table([report.row(BY_NUMBER[6], saved.info)])
+    assert [r["milestone"] for r in rows] == [1, 2, 3, 5, 7, 8, None]
+    saved = weights.load(tmp_path / "w" / "milestone6", LADDER[6])  # no history: still loads
+    assert saved.record is None
+    assert "| 6 · + residual connections |" in report.table([report.row(LADDER[6], saved.record)])
+    with pytest.raises(weights.WeightsError, match=r"milestone4: history.json: not valid JSON"):
+        weights.load(tmp_path / "w" / "milestone4", LADDER[4])  # the loader, unlike the summary, refuses it
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda h: h.pop("format"), r"format 1 is not 2"),
+    (lambda h: h.update(best_val_loss=None, extra=1), r"unknown keys \['extra'\]"),
+    (lambda h: h.pop("history"), r"missing keys \['history'\]"),
+    (lambda h: h["history"].append({"step": 1}), r"a history entry is not \{step, train_loss, val_loss, elapsed\}"),
+], ids=["old-format", "unknown-key", "missing-key", "bad-entry"])
+def test_history_that_does_not_follow_the_schema(folder, change, message):
+    history = json.loads((folder / "history.json").read_text())
+    change(history)
+    (folder / "history.json").write_text(json.dumps(history))
+    with pytest.raises(weights.WeightsError, match=r"milestone8: history.json: " + message):
+        weights.load(folder, LADDER[8])
 
 
 def test_broken_folder_does_not_hide_the_healthy_ones(quick_weights, tmp_path):

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from . import compare, corpus, hub, report, weights
-from .milestones import BY_NUMBER
+from . import compare, corpus, hub, milestones, report, weights
+from .milestones import milestone_list
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
 
@@ -36,8 +36,7 @@ def cmd_evaluate(args) -> int:
             print(f"error: {saved.folder.name}: its vocabulary does not match this corpus", file=sys.stderr)
             return 1
         val_loss = evaluate(saved.model, val, saved.model.config.block_size)
-        info = dict(saved.info, params=saved.model.num_params, best_val_loss=val_loss)
-        rows.append(report.row(saved.milestone, info))
+        rows.append(report.row(saved.milestone, saved.record, params=saved.model.num_params, val_loss=val_loss))
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
@@ -55,24 +54,17 @@ def cmd_generate(args) -> int:
     if not comparison.models:
         print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
         return 1
-    milestones = args.milestones or sorted(comparison.models)
-    request = comparison.request(milestones, args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    request = comparison.request(args.milestones or sorted(comparison.models), args.prompt, args.length, args.temperature, args.top_k, args.seed)
     if dropped := comparison.dropped(request):
         print(f"note: left out prompt characters the vocabulary lacks: {dropped!r}", file=sys.stderr)
-    texts = comparison.run(request)
+    texts = dict(zip(milestones.LADDER.numbers, comparison.run(request)))
+    chosen = [milestones.LADDER[n] for n in request.milestones]
     if args.json:
-        print(json.dumps([{"milestone": n, "name": BY_NUMBER[n].name, "text": texts[n - 1]} for n in request.milestones], indent=1))
+        print(json.dumps([{"milestone": m.number, "name": m.name, "text": texts[m.number]} for m in chosen], indent=1))
     else:
-        for n in request.milestones:
-            print(f"── {BY_NUMBER[n].label} ──\n{request.prompt}{texts[n - 1]}\n")
+        for m in chosen:
+            print(f"── {m.label} ──\n{request.prompt}{texts[m.number]}\n")
     return 0
-
-
-def milestone_list(value: str) -> list[int]:
-    try:
-        return [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milestone numbers like 2,5,8, got {value!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

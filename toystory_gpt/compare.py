@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .milestones import BY_NUMBER, MILESTONES
+from . import milestones as ladders  # read at call time: tests may extend the ladder
 from .sampler import generate
 from .weights import SavedModel, WeightsError, load_all
 
@@ -82,8 +82,9 @@ def _milestone_number(value):
 def validate(milestones: Sequence, prompt, length, temperature, top_k, seed) -> Request:
     """Check every input as an API caller may send it (anything JSON can hold); raise InvalidRequest if wrong."""
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
-        raise InvalidRequest(f"milestones must be a list of milestone numbers 1-{len(MILESTONES)}, got {_show(milestones)}")
-    numbers = {_whole(_milestone_number(n), "each milestone", 1, len(MILESTONES)) for n in milestones}
+        raise InvalidRequest(f"milestones must be a list of milestone numbers 1-{len(ladders.LADDER)}, "
+                             f"got {_show(milestones)}")
+    numbers = {_whole(_milestone_number(n), "each milestone", 1, len(ladders.LADDER)) for n in milestones}
     if not numbers:
         raise InvalidRequest("Choose at least one milestone to compare.")
     prompt = "" if prompt is None else prompt
@@ -106,13 +107,13 @@ class Comparison:
         self.broken = broken
 
     def warm_up(self) -> None:
-        """Export every model's decoding to ONNX Runtime now (~0.2 s each; see ``toystory_gpt.onnx_decode``),
+        """Export every model's decoding to ONNX Runtime now (see ``toystory_gpt.onnx_decode``), and run it once,
         so that the first request does not wait for it."""
         for saved in self.models.values():
-            "".join(generate(saved.model, saved.tokenizer, "", 2))
+            "".join(generate(saved.model, saved.tokenizer, "", 2, exported=saved.exported))
 
     @classmethod
-    def from_folder(cls, weights_dir: Path) -> "Comparison":
+    def from_folder(cls, weights_dir: Path) -> Comparison:
         return cls(*load_all(weights_dir))
 
     def unavailable_reason(self, number: int) -> str:
@@ -125,7 +126,8 @@ class Comparison:
         request = validate(milestones, prompt, length, temperature, top_k, seed)
         for number in request.milestones:
             if number not in self.models:
-                raise InvalidRequest(f"Milestone {BY_NUMBER[number].label} is unavailable: {self.unavailable_reason(number)}.")
+                raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} is unavailable: "
+                                     f"{self.unavailable_reason(number)}.")
         return request
 
     def dropped(self, request: Request) -> str:
@@ -134,21 +136,25 @@ class Comparison:
         return "".join(dict.fromkeys(dropped))
 
     def stream(self, request: Request) -> Iterator[list[str]]:
-        """Yield all eight texts (ladder order, "" where not chosen) each time one milestone's text grows.
+        """Yield one text per milestone of the ladder, in order ("" where not chosen), each time one text grows.
 
         The milestones take turns, ``CHUNK`` characters each, so the texts grow together: never more than
-        one chunk apart. Turns of one character would look no different on screen (updates are throttled
-        to 20 a second) but cost 1.7x the time: every switch of model evicts the last one's weights from
-        the CPU cache.
+        one chunk apart. Turns of one character would look no different on screen (updates are throttled)
+        but cost more time: every switch of model evicts the last one's weights from the CPU cache.
         """
-        texts = [""] * len(MILESTONES)
-        streams = [(n, generate(self.models[n].model, self.models[n].tokenizer, request.prompt, request.length,
-                                request.temperature, request.top_k, request.seed)) for n in request.milestones]
+        place = {number: i for i, number in enumerate(ladders.LADDER.numbers)}
+        texts = [""] * len(place)
+        streams = []
+        for number in request.milestones:
+            saved = self.models[number]
+            streams.append((place[number], generate(saved.model, saved.tokenizer, request.prompt, request.length,
+                                                    request.temperature, request.top_k, request.seed,
+                                                    exported=saved.exported)))
         for _ in range(0, request.length, CHUNK):
-            for number, characters in streams:
-                texts[number - 1] += "".join(itertools.islice(characters, CHUNK))
+            for i, characters in streams:
+                texts[i] += "".join(itertools.islice(characters, CHUNK))
                 yield list(texts)
 
     def run(self, request: Request) -> list[str]:
-        """The eight finished texts."""
+        """The finished texts, one per milestone of the ladder."""
         return collections.deque(self.stream(request), maxlen=1)[0]  # the last update holds the finished texts

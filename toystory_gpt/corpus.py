@@ -22,13 +22,11 @@ import collections
 import hashlib
 import os
 import re
-import tempfile
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+import torch.hub
 
 CORPUS_URL = (
     "https://raw.githubusercontent.com/kashishdatta/GPT_LLM_ToyStory/"
@@ -58,45 +56,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar; verify it; never leave a partial file.
+def download(url: str, dest: Path, sha256: str) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar and check its SHA-256; never leave a partial file.
 
-    The bytes go to a temporary file beside ``dest`` and are renamed into place only once the
-    checksum matches, so an interrupted or corrupt download cannot poison the cache.
+    ``torch.hub.download_url_to_file`` writes to a temporary file beside ``dest`` and moves it into
+    place only once the checksum matches, so an interrupted or corrupt download cannot poison the cache.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
-                    while chunk := response.read(1 << 16):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-                if total is not None and bar.n != total:
-                    raise CorpusError(
-                        f"download of {url} was cut off after {bar.n} of {total} bytes; "
-                        f"try again, or pass a local copy with --corpus PATH (or ${CORPUS_ENV})"
-                    )
-        if digest.hexdigest() != sha256:
-            raise CorpusError(
-                f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest.hexdigest()}; "
-                f"nothing was saved. Pass a verified copy with --corpus PATH (or ${CORPUS_ENV})"
-            )
-        os.replace(tmp, dest)
-        return dest
+        torch.hub.download_url_to_file(url, str(dest), hash_prefix=sha256, progress=True)
+    except RuntimeError as exc:  # what it raises for a wrong checksum
+        raise CorpusError(f"checksum mismatch for {url}: expected SHA-256 {sha256} ({exc}); nothing was saved. "
+                          f"Pass a verified copy with --corpus PATH (or ${CORPUS_ENV})") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise CorpusError(
             f"could not download the screenplay from {url} ({exc}). "
             f"Offline? Pass a local copy with --corpus PATH or set ${CORPUS_ENV}; "
             f"see data/README.md for the source and checksum"
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    return dest
 
 
 def locate(path: str | os.PathLike | None = None, cache_dir: Path = DEFAULT_CACHE_DIR,

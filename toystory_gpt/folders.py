@@ -1,4 +1,4 @@
-"""Replace a folder as a whole, so that a kill at any moment leaves the old version or the new one, never a mix.
+"""Replace a folder (or a file) as a whole, so that a kill at any moment leaves the old version or the new one.
 
 The new contents are built in a sibling ``.NAME.tmp-PID``; then the old folder is renamed aside to
 ``.NAME.old-PID`` and the new one renamed in. A directory cannot be renamed over a non-empty one,
@@ -46,3 +46,15 @@ def write(folder: Path, fill: Callable[[Path], None]) -> None:
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write a text file whole or not at all: built beside its place, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -8,19 +8,27 @@ branch, tag or commit.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from huggingface_hub import snapshot_download
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 WEIGHTS_ENV = "TOYSTORY_WEIGHTS"
 REVISION_ENV = "TOYSTORY_WEIGHTS_REVISION"
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 class LocationError(RuntimeError):
     """The configured weights location is neither a folder nor a reachable Hub repo."""
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a Hub repo id, ``owner/name``."""
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return text.count("/") == 1
 
 
 def resolve(location: str | os.PathLike | None = None, revision: str | None = None) -> Path:
@@ -30,7 +38,7 @@ def resolve(location: str | os.PathLike | None = None, revision: str | None = No
     downloaded (or found in the Hub cache) at ``revision``, else ``$TOYSTORY_WEIGHTS_REVISION``, else main.
     """
     location = location or os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_DIR
-    if Path(location).is_dir() or not _REPO_ID.fullmatch(str(location)):
+    if Path(location).is_dir() or not is_repo_id(str(location)):
         return Path(location)  # a missing folder simply holds no milestones; the caller says so
     revision = revision or os.environ.get(REVISION_ENV) or None
     try:

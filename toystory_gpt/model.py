@@ -1,13 +1,12 @@
-"""One GPT whose config switches on each milestone's idea: unigram → bigram → attention → … → dropout.
+"""The ladder in one model: a character-level GPT whose GPTConfig switches each milestone's idea on.
 
-Every variant has the same contract, ``forward(idx, targets=None) -> (logits, loss)``, with
-``idx`` a (B, T) tensor of token ids. Optional extras, both off on the normal path:
-``cache`` (a ``KVCache``) for incremental decoding, and ``attention`` (a list) that collects
-the (B, n_head, T, T) attention weights of every layer.
+Every milestone has the same contract, ``forward(idx, targets=None) -> (logits, loss)``, with ``idx`` a
+(B, T) tensor of token ids. Generating one character at a time lives in ``decoding.py``; watching a
+forward pass from outside (attention weights, what each block adds) in ``recorder.py``.
 """
 
-import math
-from collections.abc import Sequence
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +33,11 @@ class GPTConfig:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    @property
+    def has_attention(self) -> bool:
+        """False for the unigram and the bigram: they see at most the current character, so need no context."""
+        return self.n_layer > 0
+
     def __post_init__(self):
         # A config may come from a config.json anyone edited: refuse what would fail later, less clearly.
         if not isinstance(self.vocab, str) or not self.vocab or len(set(self.vocab)) != len(self.vocab):
@@ -44,48 +48,17 @@ class GPTConfig:
                 raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be a number from 0 to below 1, got {self.dropout!r}")
-        if self.n_layer and self.n_embd % self.n_head:
+        if self.has_attention and self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
 
-class KVCache:
-    """Preallocated keys and values of every layer, plus an additive mask of the positions filled so far.
+class Probe(nn.Identity):
+    """A named point where a recorder can read a tensor; ``watched`` says whether one does, so that tensors
+    the fast path never forms (attention weights) are computed only for someone who looks."""
 
-    Shapes never change while decoding, so one token's step (``GPT.step``) is a pure function of
-    fixed-shape tensors that can be exported once and replayed (``toystory_gpt.onnx_decode``): the new
-    token attends over the whole window, the empty slots masked out, and over itself; ``append``
-    then writes its keys and values into the next slot. The tensors are only ever changed in place:
-    an ONNX stream reads them by address.
-    """
-
-    def __init__(self, config: GPTConfig, batch_size: int = 1, device=None, dtype=torch.float32):
-        head_size = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, head_size)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.mask = torch.full((1, config.block_size), float("-inf"), device=device, dtype=dtype)  # (1, S): one query row
-        self.length = 0  # positions filled so far
-
-    def reset(self) -> None:
-        self.mask.fill_(float("-inf"))
-        self.length = 0
-
-    def start(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
-        """Fill an empty cache from position 0 with a prefill's keys and values: per layer, (B, n_head, T, head_size)."""
-        T = keys[0].size(2)
-        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
-            self.keys[layer, :, :, :T] = k
-            self.values[layer, :, :, :T] = v
-        self.mask[:, :T] = 0.0
-        self.length = T
-
-    def append(self, new_keys: Sequence[torch.Tensor], new_values: Sequence[torch.Tensor]) -> None:
-        """Store one token's keys and values, per layer (B, n_head, 1, head_size), in the next slot."""
-        for layer, (k, v) in enumerate(zip(new_keys, new_values, strict=True)):
-            self.keys[layer, :, :, self.length] = k[:, :, 0]
-            self.values[layer, :, :, self.length] = v[:, :, 0]
-        self.mask[:, self.length] = 0.0
-        self.length += 1
+    def __init__(self):
+        super().__init__()
+        self.watched = 0  # recorders currently hooked here
 
 
 class CausalSelfAttention(nn.Module):
@@ -98,40 +71,22 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.keys, self.values, self.weights = Probe(), Probe(), Probe()
 
-    def forward(self, x, present: list | None = None, attention: list | None = None):
+    def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if present is not None:  # a prefill collects every layer's keys and values for the KV cache
-            present.append((k, v))
+        k, v = self.keys(k), self.values(v)
         dropout = self.dropout if self.training else 0.0
-        if attention is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        else:  # the explicit path, only when someone asks to see the weights
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+        if self.weights.watched:  # the fused kernel below never forms the weights, so spell them out
+            att = (q @ k.transpose(-2, -1)) * k.size(-1) ** -0.5  # (B, nh, T, T)
             att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
-            att = F.softmax(att, dim=-1)
-            attention.append(att)
-            y = F.dropout(att, dropout) @ v
+            y = F.dropout(self.weights(F.softmax(att, dim=-1)), dropout) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
-
-    def decode(self, x, keys, values, mask):
-        """One new token ``x`` (B, C) against the cached ``keys``/``values`` (B, nh, S, hs) whose empty slots
-        ``mask`` (1, S) hides: its output (B, C) and its own key and value, each (B, nh, 1, hs).
-
-        The new key is not in the cache yet, so its score is computed beside the cached ones and both go
-        through one softmax: no write inside the step, and no copy of the window to append to it.
-        """
-        B, C = x.shape
-        q, k, v = self.c_attn(x).view(B, 3 * self.n_head, 1, C // self.n_head).split(self.n_head, dim=1)
-        q = q * k.size(-1) ** -0.5
-        past = q @ keys.transpose(-2, -1) + mask  # (B, nh, 1, S)
-        now = q @ k.transpose(-2, -1)  # (B, nh, 1, 1)
-        p_past, p_now = F.softmax(torch.cat([past, now], dim=-1), dim=-1).split([keys.size(2), 1], dim=-1)
-        y = p_past @ values + p_now * v  # (B, nh, 1, hs)
-        return self.resid_dropout(self.c_proj(y.reshape(B, C))), k, v
 
 
 class FeedForward(nn.Module):
@@ -159,15 +114,11 @@ class Block(nn.Module):
         self.ln_2 = norm() if config.feed_forward else None
         self.mlp = FeedForward(config) if config.feed_forward else None
 
-    def forward(self, x, present: list | None = None, attention: list | None = None):
-        return self._after_attention(x, self.attn(self.ln_1(x), present, attention))
+    def forward(self, x):
+        return self.after_attention(x, self.attn(self.ln_1(x)))
 
-    def decode(self, x, keys, values, mask):
-        """``forward`` for one new token (B, C) against a KV cache; see ``CausalSelfAttention.decode``."""
-        h, k, v = self.attn.decode(self.ln_1(x), keys, values, mask)
-        return self._after_attention(x, h), k, v
-
-    def _after_attention(self, x, h):
+    def after_attention(self, x, h):
+        """The rest of the block, given attention's output ``h``; one-token decoding shares it."""
         x = x + h if self.residual else h
         if self.mlp is not None:
             h = self.mlp(self.ln_2(x))
@@ -185,7 +136,7 @@ class GPT(nn.Module, PyTorchModelHubMixin,
         V, C = config.vocab_size, config.n_embd
         if not config.sees_input:
             self.logit_bias = nn.Parameter(torch.zeros(V))  # unigram: one distribution for every position
-        elif config.n_layer == 0:
+        elif not config.has_attention:
             self.token_logits = nn.Embedding(V, V)  # bigram: a row of next-char logits per char
         else:
             self.wte = nn.Embedding(V, C)
@@ -207,76 +158,29 @@ class GPT(nn.Module, PyTorchModelHubMixin,
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None, attention: list | None = None):
+    def forward(self, idx, targets=None):
         B, T = idx.shape
         cfg = self.config
         if not cfg.sees_input:
             logits = self.logit_bias.expand(B, T, -1)
-        elif cfg.n_layer == 0:
+        elif not cfg.has_attention:
             logits = self.token_logits(idx)  # (B, T, V)
-        elif cache is None:
-            logits = self._transformer(idx, attention=attention)
-        elif attention is not None:
-            raise ValueError("attention maps are collected without a cache (see attention_maps)")
-        elif cache.length == 0:
+        else:
             if T > cfg.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than the context ({cfg.block_size})")
-            logits, keys, values = self.prefill(idx)
-            cache.start(keys, values)
-        else:
-            if T != 1:
-                raise ValueError(f"after the prefill, feed one token at a time (got {T})")
-            if cache.length >= cfg.block_size:
-                raise ValueError(f"sequence of {cache.length + 1} tokens is longer than the context ({cfg.block_size})")
-            pos = torch.tensor([cache.length], device=idx.device)
-            logits, new_keys, new_values = self.step(idx[:, 0], pos, cache.mask, tuple(cache.keys), tuple(cache.values))
-            cache.append(new_keys, new_values)
-            logits = logits[:, None]  # (B, 1, V)
+            x = self.embed(idx, torch.arange(T, device=idx.device))  # (B, T, C)
+            for block in self.blocks:
+                x = block(x)
+            logits = self.head(x)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
-    def _transformer(self, idx, present: list | None = None, attention: list | None = None):
-        x = self.drop(self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device)))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x, present, attention)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+    def embed(self, idx, pos):
+        """Token plus position embeddings: the residual stream's start."""
+        return self.drop(self.wte(idx) + self.wpe(pos))
 
-    def prefill(self, idx):
-        """Logits (B, T, V) for ``idx`` (B, T) from position 0, plus every layer's keys and values, each a tuple of
-        (B, nh, T, hs) tensors: what a KV cache starts from (``KVCache.start``). A pure function, like ``step``."""
-        present: list = []
-        logits = self._transformer(idx, present)
-        keys, values = zip(*present)
-        return logits, keys, values
-
-    def step(self, idx, pos, mask, keys: tuple, values: tuple):
-        """Logits (B, V) for one new token ``idx`` (B,) at position ``pos`` (1,), plus its keys and values, each a
-        tuple of one (B, nh, 1, hs) tensor per layer; ``keys`` and ``values`` hold one cached (B, nh, S, hs)
-        tensor per layer, ``mask`` (1, S) hides their empty slots.
-
-        Tensors in, tensors out, fixed shapes, nothing written: ``toystory_gpt.onnx_decode`` exports it once
-        per model and the sampler replays that every character (``KVCache.append`` stores the new keys).
-        """
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, C)
-        new_keys, new_values = [], []
-        for block, cached_keys, cached_values in zip(self.blocks, keys, values):
-            x, k, v = block.decode(x, cached_keys, cached_values, mask)
-            new_keys.append(k)
-            new_values.append(v)
-        return self.lm_head(self.ln_f(x)), tuple(new_keys), tuple(new_values)
-
-    @torch.no_grad()
-    def attention_maps(self, idx) -> list[torch.Tensor]:
-        """The attention weights of every layer, each (B, n_head, T, T), for ``idx`` (B, T)."""
-        maps: list[torch.Tensor] = []
-        self.forward(idx, attention=maps)
-        return maps
-
-    def new_cache(self, batch_size: int = 1) -> KVCache | None:
-        """A KV cache for incremental decoding, or None for the models that need no context."""
-        if self.config.n_layer == 0:
-            return None
-        p = next(self.parameters())
-        return KVCache(self.config, batch_size, p.device, p.dtype)
+    def head(self, x):
+        """Next-token logits from the residual stream."""
+        return self.lm_head(self.ln_f(x))

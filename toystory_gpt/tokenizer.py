@@ -27,7 +27,7 @@ class CharTokenizer:
         self._stoi = {ch: i for i, ch in enumerate(vocab)}
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         return cls("".join(sorted(set(text))))
 
     @property

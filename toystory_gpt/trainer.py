@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .batches import BatchSampler, evaluation_batches
+from .record import Evaluation
 
 
 @dataclass
@@ -40,7 +41,7 @@ class TrainResult:
     best_step: int
     steps: int                     # steps actually taken (fewer than max_steps after early stopping)
     wall_time: float
-    history: list[dict] = field(default_factory=list)  # {step, train_loss, val_loss, elapsed}
+    history: list[Evaluation] = field(default_factory=list)
     interrupted: bool = False
 
 
@@ -166,7 +167,7 @@ class Trainer:
         model.load_state_dict(best_state)
         model.eval()
         return TrainResult(state["best_val"], state["best_step"], state["step"], time.perf_counter() - start,
-                           state["history"], interrupted)
+                           [Evaluation(**point) for point in state["history"]], interrupted)
 
     def _save(self, folder: Path, state: dict, best_state: dict, optimizer, generator: torch.Generator) -> None:
         optim_tensors, optim_settings = checkpoint.split_optimizer(optimizer)

@@ -1,23 +1,23 @@
 """Weights folders: one Hub-shaped folder per milestone, written atomically and loaded with clear errors.
 
 ``weights/milestoneN/`` holds ``config.json`` and ``model.safetensors`` (via ``PyTorchModelHubMixin``),
-``README.md`` (the model card), ``history.json`` (what training measured) and ``milestoneN.txt`` (a sample).
+``README.md`` (the model card), ``history.json`` (a ``record.TrainingRecord``) and ``milestoneN.txt`` (a sample).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass, fields
+import re
+import threading
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
+from safetensors.torch import load_model
 
-from . import folders
-from .milestones import MILESTONES, Milestone
+from . import folders, milestones, onnx_decode
+from .milestones import Milestone
 from .model import GPT, GPTConfig
+from .record import TrainingRecord
 from .tokenizer import CharTokenizer
 
 CONFIG_FILE = "config.json"
@@ -36,27 +36,49 @@ class WeightsError(RuntimeError):
 
 @dataclass
 class SavedModel:
-    """A model loaded from its folder, with its tokenizer and what training recorded."""
+    """A model loaded from its folder, with its tokenizer and what training recorded (None if nothing was)."""
     milestone: Milestone
     model: GPT
     tokenizer: CharTokenizer
-    info: dict
+    record: TrainingRecord | None
     folder: Path
+    _exported: object = field(default=None, init=False, repr=False, compare=False)
+    _export_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def sample_file(self) -> Path:
         return self.folder / f"{self.milestone.folder}.txt"
 
+    @property
+    def exported(self) -> onnx_decode.OnnxDecoding | None:
+        """The model's decoding in ONNX Runtime, made on first use: a loaded model's weights never change.
+        None where there is none (see ``onnx_decode.export``), and then it is not tried again."""
+        with self._export_lock:  # two first requests at once must not export twice
+            if self._exported is None:
+                self._exported = onnx_decode.export(self.model) or False
+            return self._exported or None
 
-def save(folder: Path, model: GPT, info: dict, sample: str, card: str) -> None:
+
+def save(folder: Path, model: GPT, record: TrainingRecord, sample: str, card: str) -> None:
     """Write a complete folder, replacing any old one as a whole: an interruption leaves the old one intact."""
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
-        (tmp / HISTORY_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        (tmp / HISTORY_FILE).write_text(record.to_json(), encoding="utf-8")
         (tmp / f"{Path(folder).name}.txt").write_text(sample, encoding="utf-8")
 
     folders.write(folder, fill)
+
+
+def read_record(folder: Path) -> TrainingRecord | None:
+    """The folder's history.json, or None when it has none; a WeightsError when it cannot be read."""
+    path = Path(folder) / HISTORY_FILE
+    if not path.is_file():
+        return None
+    try:
+        return TrainingRecord.from_json(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WeightsError(folder, HISTORY_FILE, str(exc)) from None
 
 
 def _read_config(folder: Path) -> GPTConfig:
@@ -82,28 +104,32 @@ def _read_config(folder: Path) -> GPTConfig:
 
 # Tensors whose first dimension is the vocabulary size.
 _VOCAB_TENSORS = ("logit_bias", "token_logits.weight", "wte.weight", "lm_head.weight")
+# How torch's load_state_dict names a tensor whose shape differs.
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
 
 
-def _check_tensors(folder: Path, config: GPTConfig) -> None:
-    """Compare the file's tensor names and shapes (from its header alone) with what the config describes."""
-    with torch.device("meta"):  # shapes only: no memory, no random initialisation
-        expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+def _load_tensors(folder: Path, model: GPT) -> None:
+    """Load the weights file into ``model``: every tensor present, of the shape the config gives, nothing extra."""
     try:
-        with safe_open(folder / WEIGHTS_FILE, framework="pt") as f:
-            found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+        missing, unexpected = load_model(model, folder / WEIGHTS_FILE, strict=False)
+    except RuntimeError as exc:
+        if not (found := _SIZE_MISMATCH.search(str(exc))):
+            raise WeightsError(folder, WEIGHTS_FILE, f"cannot be loaded ({' '.join(str(exc).split())[:300]})") from None
+        name, got, needed = found.group(1), [int(d) for d in found.group(2).split(",")], found.group(3)
+        if name in _VOCAB_TENSORS and got[0] != model.config.vocab_size:
+            raise WeightsError(folder, CONFIG_FILE, f"its vocabulary has {model.config.vocab_size} characters but the "
+                                                    f"weights were trained with {got[0]}") from None
+        raise WeightsError(folder, WEIGHTS_FILE, f"tensor {name!r} has shape {got}, config.json needs "
+                                                 f"[{needed}]") from None
     except Exception as exc:  # truncated, garbage, or not safetensors at all
-        raise WeightsError(folder, WEIGHTS_FILE, f"not a readable safetensors file ({' '.join(str(exc).split())[:200]})") from None
-    for name in _VOCAB_TENSORS:
-        if name in expected and name in found and found[name][0] != expected[name][0]:
-            raise WeightsError(folder, CONFIG_FILE, f"its vocabulary has {config.vocab_size} characters but the "
-                                                    f"weights were trained with {found[name][0]}")
-    if missing := sorted(set(expected) - set(found)):
-        raise WeightsError(folder, WEIGHTS_FILE, f"missing tensors {missing} that config.json calls for")
-    if unexpected := sorted(set(found) - set(expected)):
-        raise WeightsError(folder, WEIGHTS_FILE, f"unexpected tensors {unexpected}: config.json describes another model")
-    for name, shape in expected.items():
-        if found[name] != shape:
-            raise WeightsError(folder, WEIGHTS_FILE, f"tensor {name!r} has shape {list(found[name])}, config.json needs {list(shape)}")
+        raise WeightsError(folder, WEIGHTS_FILE,
+                           f"not a readable safetensors file ({' '.join(str(exc).split())[:200]})") from None
+    if missing:
+        raise WeightsError(folder, WEIGHTS_FILE, f"missing tensors {sorted(missing)} that config.json calls for")
+    if unexpected:
+        raise WeightsError(folder, WEIGHTS_FILE,
+                           f"unexpected tensors {sorted(unexpected)}: config.json describes another model")
 
 
 def load(folder: Path, milestone: Milestone) -> SavedModel:
@@ -112,29 +138,18 @@ def load(folder: Path, milestone: Milestone) -> SavedModel:
     if not folder.is_dir():
         raise WeightsError(folder, "", "folder not found")
     config = _read_config(folder)
-    if not (folder / WEIGHTS_FILE).is_file():  # checked here so the mixin never falls back to a pickle file
+    if not (folder / WEIGHTS_FILE).is_file():
         raise WeightsError(folder, WEIGHTS_FILE, "missing")
-    _check_tensors(folder, config)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the mixin print()s a line per local load
-            model = GPT.from_pretrained(folder, strict=True)
-    except Exception as exc:  # safetensors and torch raise several types for truncated or mismatched files
-        problem = " ".join(str(exc).split())
-        raise WeightsError(folder, WEIGHTS_FILE, f"cannot be loaded into the model its config describes ({problem[:300]})") from None
+    model = GPT(config)
+    _load_tensors(folder, model)
     model.eval()
-    info = {}
-    if (folder / HISTORY_FILE).is_file():
-        try:
-            info = json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise WeightsError(folder, HISTORY_FILE, f"not valid JSON ({exc})") from None
-    return SavedModel(milestone, model, CharTokenizer(config.vocab), info, folder)
+    return SavedModel(milestone, model, CharTokenizer(config.vocab), read_record(folder), folder)
 
 
 def load_all(weights_dir: Path) -> tuple[list[SavedModel], dict[int, WeightsError]]:
     """Every milestone found under ``weights_dir``, in ladder order, and the reason each broken one failed."""
     loaded, broken = [], {}
-    for milestone in MILESTONES:
+    for milestone in milestones.LADDER:
         folder = folders.current(Path(weights_dir) / milestone.folder)
         if not folder.exists():
             continue

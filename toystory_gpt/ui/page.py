@@ -1,0 +1,107 @@
+"""The whole page: a header, then one tab per module in ``TABS``, all reading one ``Context``.
+
+Adding a tab is one module (a ``TITLE`` and a ``build(context)`` that lays out its components inside the
+tab) and one entry in ``TABS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from .. import compare as comparing
+from .. import milestones, report
+from ..record import RunSummary
+from . import about, compare, training
+
+log = logging.getLogger("toystory_gpt.app")
+
+TABS = (compare, training, about)
+QUEUE_SIZE = 32         # more waiting visitors than this are told the app is busy instead of queueing for minutes
+SESSIONS_KEPT = 1000    # visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB
+
+# System fonts: nothing to fetch, and text looks native on every laptop and phone.
+THEME = gr.themes.Soft(primary_hue="sky", secondary_hue="amber", neutral_hue="slate",
+                       font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
+CSS = """
+.gradio-container { max-width: 1500px !important; margin: 0 auto; }
+#header h1 { margin-bottom: 0.2rem; }
+#header .lede { font-size: 1.05rem; margin: 0 0 0.6rem; }
+#ladder ol { columns: 2 24rem; column-gap: 2.5rem; margin: 0; padding-left: 1.4rem; }
+#ladder li { break-inside: avoid; margin-bottom: 0.25rem; font-size: 0.92rem; }
+@media (max-width: 640px) {
+  #header h1 { font-size: 1.6rem; }
+  #header .lede { font-size: 0.95rem; }
+  #ladder li { font-size: 0.85rem; margin-bottom: 0.1rem; }
+}
+""" + "".join(tab.CSS for tab in TABS if hasattr(tab, "CSS"))
+
+
+@dataclass
+class Context:
+    """What every tab builds from: the loaded milestones, where they came from, and what training recorded.
+    ``shared`` holds components one tab offers another (e.g. the Compare tab's texts)."""
+    comparison: comparing.Comparison
+    weights_dir: Path
+    rows: list[dict]
+    summary: RunSummary | None
+    shared: dict = field(default_factory=dict)
+
+
+def header_markdown() -> str:
+    ladder = milestones.LADDER
+    items = "\n".join(f"1. **{m.name}** — {m.idea}" for m in ladder)
+    return f"""<div id="header">
+
+# Toy Story GPT
+
+<p class="lede">{len(ladder)} tiny character-level language models trained on the <i>Toy Story</i> (1995) screenplay,
+each adding one idea of the GPT recipe to the one before. Pick a prompt and watch them write side by side.</p>
+
+</div>
+
+<div id="ladder">
+
+{items}
+
+</div>
+"""
+
+
+def build_app(weights_dir: Path) -> gr.Blocks:
+    """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked."""
+    torch.set_num_threads(1)  # sampling is many tiny matmuls: one thread per request is fastest, and leaves cores for others
+    comparison = comparing.Comparison.from_folder(weights_dir)
+    comparison.warm_up()
+    for saved in comparison.models.values():
+        log.info("loaded %s: %s parameters, from %s", saved.milestone.label, f"{saved.model.num_params:,}", saved.folder)
+    for m in milestones.LADDER:
+        if m.number not in comparison.models:
+            log.warning("unavailable %s: %s", m.label, comparison.unavailable_reason(m.number))
+    log.info("serving %d of %d milestones from %s", len(comparison.models), len(milestones.LADDER), weights_dir)
+    context = Context(comparison, Path(weights_dir), report.collect_rows(weights_dir), report.read_summary(weights_dir))
+    with gr.Blocks(title="Toy Story GPT") as demo:
+        gr.Markdown(header_markdown())
+        for tab in TABS:
+            with gr.Tab(tab.TITLE, elem_id=f"{tab.__name__.rsplit('.', 1)[-1]}-tab"):
+                tab.build(context)
+    demo.queue(max_size=QUEUE_SIZE)
+    return demo
+
+
+def launch(app: gr.Blocks, **server):
+    """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT sessions."""
+    return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT, **server})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for tests and benchmarks that start the app)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
