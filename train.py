@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ladder = milestones.LADDER
     parser.add_argument("--milestones", type=milestone_list, default=ladder.numbers,
                         help=f"comma-separated milestone numbers (default: all {len(ladder)})")
-    parser.add_argument("--corpus", help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
+    parser.add_argument("--corpus",
+                        help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
     parser.add_argument("--out", type=Path, default=Path("weights"), help="weights folder (default: weights)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     parser.add_argument("--max-steps", type=int, help=f"training steps per milestone (default {TrainConfig.max_steps})")
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also train the ablation, {ladder.ablation.name} "
                              f"(default: when milestone {ladder.ablation_of} is trained)")
     parser.add_argument("--quick", action="store_true", help="tiny models and a few steps: a smoke test in seconds")
-    parser.add_argument("--jobs", type=int, default=1, help="models trained at once, each in its own process (default 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="models trained at once, each in its own process (default 1)")
     parser.add_argument("--resume", action="store_true",
                         help="finish the interrupted run in --out with its own options, from its checkpoints")
     argv = sys.argv[1:] if argv is None else list(argv)

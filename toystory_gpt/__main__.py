@@ -54,7 +54,8 @@ def cmd_generate(args) -> int:
     if not comparison.models:
         print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
         return 1
-    request = comparison.request(args.milestones or sorted(comparison.models), args.prompt, args.length, args.temperature, args.top_k, args.seed)
+    request = comparison.request(args.milestones or sorted(comparison.models), args.prompt, args.length,
+                                 args.temperature, args.top_k, args.seed)
     if dropped := comparison.dropped(request):
         print(f"note: left out prompt characters the vocabulary lacks: {dropped!r}", file=sys.stderr)
     texts = dict(zip(milestones.LADDER.numbers, comparison.run(request)))
@@ -71,16 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toystory_gpt", description="Toy Story GPT tools")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
-    ev.add_argument("--corpus", help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
+    ev.add_argument("--corpus",
+                    help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
     ev.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     ev.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     ev.set_defaults(run=cmd_evaluate)
     gen = sub.add_parser("generate", help=cmd_generate.__doc__)
-    gen.add_argument("--milestones", type=milestone_list, help="comma-separated milestone numbers (default: every one that loads)")
+    gen.add_argument("--milestones", type=milestone_list,
+                     help="comma-separated milestone numbers (default: every one that loads)")
     gen.add_argument("--prompt", default=compare.DEFAULTS["prompt"], help="text to continue (may be empty)")
-    gen.add_argument("--length", type=int, default=compare.DEFAULTS["length"], help="characters to generate per milestone")
+    gen.add_argument("--length", type=int, default=compare.DEFAULTS["length"],
+                     help="characters to generate per milestone")
     gen.add_argument("--temperature", type=float, default=compare.DEFAULTS["temperature"], help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"], help="sample from the k likeliest characters (0 = all)")
+    gen.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"],
+                     help="sample from the k likeliest characters (0 = all)")
     gen.add_argument("--seed", type=int, default=compare.DEFAULTS["seed"], help="same seed and inputs, same text")
     gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")

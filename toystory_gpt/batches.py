@@ -24,7 +24,8 @@ class BatchSampler:
         return windows[:, :-1], windows[:, 1:]
 
 
-def evaluation_batches(data: torch.Tensor, block_size: int, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def evaluation_batches(data: torch.Tensor, block_size: int,
+                       batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The whole split as non-overlapping windows, so every character is predicted exactly once.
 
     The last window is shorter when the split does not divide evenly; it comes in a batch of its own.

@@ -92,8 +92,10 @@ def validate(milestones: Sequence, prompt, length, temperature, top_k, seed) -> 
         raise InvalidRequest(f"prompt must be text, got {_show(prompt)}")
     if len(prompt) > MAX_PROMPT:
         raise InvalidRequest(f"prompt is {len(prompt):,} characters long; the limit is {MAX_PROMPT:,}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= MAX_TEMPERATURE:
-        raise InvalidRequest(f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} (0 = always the likeliest character), got {_show(temperature)}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not 0 <= temperature <= MAX_TEMPERATURE):
+        raise InvalidRequest(f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} "
+                             f"(0 = always the likeliest character), got {_show(temperature)}")
     return Request(milestones=tuple(sorted(numbers)), prompt=prompt,
                    length=_whole(length, "length", 1, MAX_LENGTH), temperature=float(temperature),
                    top_k=_whole(top_k, "top_k", 0, MAX_TOP_K), seed=_whole(seed, "seed", 0, MAX_SEED))

@@ -204,7 +204,8 @@ class CorpusStats:
 
 
 def stats(elements: list[Element], top: int = 10) -> CorpusStats:
-    """Corpus statistics for milestone 1; a speaker's lines count under the cue's base name (``SID (O.S.)`` is ``SID``)."""
+    """Corpus statistics for milestone 1; a speaker's lines count under the cue's base name
+    (``SID (O.S.)`` is ``SID``)."""
     text = render(elements)
     speakers = collections.Counter(re.sub(r" \(.*\)$", "", e.speaker) for e in elements if e.speaker)
     return CorpusStats(characters=len(text), vocabulary=len(set(text)), lines=len(elements),

@@ -45,7 +45,8 @@ def _session(model: GPT, function, example: tuple, inputs: list[str], outputs: l
         # The TorchScript-based exporter is deprecated upstream, but it exports these fixed-shape functions
         # in a fraction of the dynamo-based exporter's time.
         warnings.simplefilter("ignore")
-        # eval(): the exporter puts the module back in the mode it found it in, and a new module starts in training mode.
+        # eval(): the exporter puts the module back in the mode it found it in, and a new module starts in
+        # training mode.
         torch.onnx.export(_Function(model, function).eval(), example, graph, dynamo=False, input_names=inputs,
                           output_names=outputs)
     options = ort.SessionOptions()
@@ -85,7 +86,8 @@ class OnnxDecoding:
             expected = self.model(torch.tensor([ids]))[0][0, -2:].numpy()
         for logits, want in zip(got, expected):
             if not np.allclose(logits, want, rtol=0, atol=_TOLERANCE):
-                raise ValueError(f"the exported model's logits differ from PyTorch's by {np.abs(logits - want).max():.2g}")
+                raise ValueError(f"the exported model's logits differ from PyTorch's by "
+                                 f"{np.abs(logits - want).max():.2g}")
 
     def decoder(self) -> OnnxDecoder:
         return OnnxDecoder(self)

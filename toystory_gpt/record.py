@@ -47,7 +47,8 @@ class TrainingRecord:
         """Parse and check a history.json; ValueError says what is wrong with it."""
         raw = _object(text)
         if raw.get("format") != FORMAT:
-            raise ValueError(f"format {raw.get('format', 1)!r} is not {FORMAT}: retrain, or rewrite it with this schema")
+            raise ValueError(f"format {raw.get('format', 1)!r} is not {FORMAT}: "
+                             f"retrain, or rewrite it with this schema")
         _same_keys(raw, cls)
         try:
             raw["history"] = [Evaluation(**point) for point in raw["history"]]

@@ -34,7 +34,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
 
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
@@ -127,7 +128,8 @@ def ladder_commentary(rows: list[dict]) -> str:
         if r is None:
             parts.append(f"- **{m.label}** — {m.idea} _Not trained yet._")
             continue
-        line = f"- **{m.label}** — {m.idea} Best val loss **{r['val_loss']:.3f}** nats/char ({r['val_bits']:.2f} bits/char)"
+        line = (f"- **{m.label}** — {m.idea} Best val loss **{r['val_loss']:.3f}** nats/char "
+                f"({r['val_bits']:.2f} bits/char)")
         below = ladder[m.number - 1] if m.number - 1 in ladder else None
         previous = below and by_folder.get(below.folder)
         delta = r["val_loss"] - previous["val_loss"] if previous else 0.0

@@ -84,7 +84,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, fused=fused)
 
 
-def optimisation_step(model: torch.nn.Module, loss_of, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+def optimisation_step(model: torch.nn.Module, loss_of, x: torch.Tensor, y: torch.Tensor,
+                      optimizer: torch.optim.Optimizer,
                       lr: float, autocast: torch.autocast, grad_clip: float) -> float:
     """One optimizer step on the batch (x, y) at learning rate ``lr``; returns its loss.
 
@@ -118,7 +119,8 @@ class Trainer:
         self.val_data = val_data
 
     def run(self, desc: str = "training", checkpoint_dir: Path | None = None) -> TrainResult:
-        """Train; on return the model holds its best-by-validation weights. Ctrl-C stops early, keeping the best so far."""
+        """Train; on return the model holds its best-by-validation weights.
+        Ctrl-C stops early, keeping the best so far."""
         cfg, model = self.cfg, self.model
         generator = torch.Generator().manual_seed(cfg.seed)
         batches = BatchSampler(self.train_data, cfg.batch_size, cfg.block_size, generator)
@@ -187,12 +189,16 @@ class Trainer:
             raise checkpoint.CheckpointError(f"checkpoint {folder} was made with other training settings "
                                              f"({', '.join(changed)}); delete it to start over")
         device = next(self.model.parameters()).device
-        part = lambda prefix: {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
+
+        def part(prefix: str) -> dict:
+            return {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
+
         try:
             self.model.load_state_dict(part("model."))
             checkpoint.join_optimizer(optimizer, tensors, state.pop("optimizer"))
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise checkpoint.CheckpointError(f"checkpoint {folder} does not fit this model ({exc}); delete it to start over") from None
+            raise checkpoint.CheckpointError(f"checkpoint {folder} does not fit this model ({exc}); "
+                                             f"delete it to start over") from None
         generator.set_state(tensors["rng.batches"])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and device.type == "cuda":

@@ -18,13 +18,16 @@ EXAMPLES = ["WOODY:", "BUZZ: Buzz Lightyear to Star Command.", "INT. SID'S ROOM\
 EXAMPLE_LABELS = ["WOODY:", "BUZZ: Buzz Lightyear to…", "INT. SID'S ROOM ⏎", "HAMM:", "(empty: start of a line)"]
 
 CSS = """
-#cards { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(290px, 1fr)); gap: 14px; align-items: start; }
-#cards > .card { min-width: 0 !important; border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
-                 padding: 10px 12px; background: var(--background-fill-secondary); gap: 6px; }
+#cards { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(290px, 1fr)); gap: 14px;
+         align-items: start; }
+#cards > .card { min-width: 0 !important; border: 1px solid var(--border-color-primary);
+                 border-radius: var(--radius-lg); padding: 10px 12px; background: var(--background-fill-secondary);
+                 gap: 6px; }
 .card h3 { margin: 0 !important; font-size: 1.02rem; }
 .card .idea { font-size: 0.84rem; opacity: 0.85; margin: 0.15rem 0 0.3rem; line-height: 1.3; }
 .card .stats { font-size: 0.8rem; font-variant-numeric: tabular-nums; opacity: 0.75; margin: 0; }
-.card textarea { font-family: var(--font-mono) !important; font-size: 0.85rem !important; line-height: 1.35 !important; }
+.card textarea { font-family: var(--font-mono) !important; font-size: 0.85rem !important;
+                 line-height: 1.35 !important; }
 #notice { border-left: 4px solid var(--color-accent); padding: 0.2rem 0.8rem; }
 """
 

@@ -23,7 +23,8 @@ log = logging.getLogger("toystory_gpt.app")
 
 TABS = (compare, training, about)
 QUEUE_SIZE = 32         # more waiting visitors than this are told the app is busy instead of queueing for minutes
-SESSIONS_KEPT = 1000    # visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB
+# Visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB.
+SESSIONS_KEPT = 1000
 
 # System fonts: nothing to fetch, and text looks native on every laptop and phone.
 THEME = gr.themes.Soft(primary_hue="sky", secondary_hue="amber", neutral_hue="slate",
@@ -76,11 +77,13 @@ each adding one idea of the GPT recipe to the one before. Pick a prompt and watc
 
 def build_app(weights_dir: Path) -> gr.Blocks:
     """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked."""
-    torch.set_num_threads(1)  # sampling is many tiny matmuls: one thread per request is fastest, and leaves cores for others
+    # Sampling is many tiny matmuls: one thread per request is fastest, and leaves cores for others.
+    torch.set_num_threads(1)
     comparison = comparing.Comparison.from_folder(weights_dir)
     comparison.warm_up()
     for saved in comparison.models.values():
-        log.info("loaded %s: %s parameters, from %s", saved.milestone.label, f"{saved.model.num_params:,}", saved.folder)
+        log.info("loaded %s: %s parameters, from %s", saved.milestone.label, f"{saved.model.num_params:,}",
+                 saved.folder)
     for m in milestones.LADDER:
         if m.number not in comparison.models:
             log.warning("unavailable %s: %s", m.label, comparison.unavailable_reason(m.number))
@@ -96,7 +99,8 @@ def build_app(weights_dir: Path) -> gr.Blocks:
 
 
 def launch(app: gr.Blocks, **server):
-    """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT sessions."""
+    """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT
+    sessions."""
     return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT, **server})
 
 
