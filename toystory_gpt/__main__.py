@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from . import compare, corpus, hub, report, weights
+from . import compare, corpus, hub, publish, report, weights
 from .milestones import BY_NUMBER
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
     gen.set_defaults(run=cmd_generate)
+    publish.add_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
