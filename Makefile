@@ -1,4 +1,5 @@
 # make run: serve the app on the committed weights.  make test: the test suite.  make train: retrain.
+# make space SPACE=OWNER/NAME: publish the app as a Hugging Face Space.  make model-repo MODEL=OWNER/NAME: the weights.
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -7,8 +8,10 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 SHARED_CORPUS := ../shared/data/toy-story-1995-screenplay.txt
 CORPUS ?= $(if $(wildcard $(SHARED_CORPUS)),$(SHARED_CORPUS),)
+# Extra options for publishing, e.g. ARGS=--dry-run or ARGS=--private.
+ARGS ?=
 
-.PHONY: run test train install dev
+.PHONY: run test train install dev space model-repo
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +35,18 @@ test: $(VENV)/.dev
 
 train: $(VENV)/.runtime
 	$(PY) train.py --jobs 2 $(if $(CORPUS),--corpus $(CORPUS))
+
+# Checked before the virtualenv is made, so a missing name costs nothing.
+ifneq ($(filter space,$(MAKECMDGOALS)),)
+$(if $(SPACE),,$(error set SPACE=OWNER/NAME, e.g. make space SPACE=you/toystory-gpt))
+endif
+ifneq ($(filter model-repo,$(MAKECMDGOALS)),)
+$(if $(MODEL),,$(error set MODEL=OWNER/NAME, e.g. make model-repo MODEL=you/toystory-gpt-weights))
+endif
+
+# The corpus, when present, is only read: publishing checks that no file sent holds a run of its text.
+space: $(VENV)/.runtime
+	$(PY) -m toystory_gpt publish space $(SPACE) $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
+
+model-repo: $(VENV)/.runtime
+	$(PY) -m toystory_gpt publish model $(MODEL) $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
