@@ -180,34 +180,40 @@ def space_upload(repo_id: str, root: Path, weights_repo: str | None, weights_rev
     return Upload(repo_id, "space", root, select(root, SPACE_CODE), variables)
 
 
+def prepare(args) -> Upload:
+    """The upload the command line asks for, checked and listed; PublishError if it must not be sent."""
+    if args.kind == "space":
+        upload = space_upload(args.repo_id, PROJECT_DIR, args.weights_repo, args.weights_revision)
+        weights_dir = None if args.weights_repo else PROJECT_DIR / "weights"
+    else:
+        upload = Upload(args.repo_id, "model", Path(args.weights), select(Path(args.weights), ["*"]))
+        weights_dir = upload.root
+    if not upload.files:
+        raise PublishError(f"nothing to publish in {upload.root}/ (files git ignores are never sent)")
+    if weights_dir is not None:
+        check_weights(weights_dir)
+    try:
+        screenplay = local_screenplay(args.corpus)
+    except corpus.CorpusError as exc:
+        raise PublishError(str(exc)) from None
+    check(upload, screenplay)
+    if screenplay is None:
+        print(f"note: the screenplay is not on this machine (--corpus, ${corpus.CORPUS_ENV} or data/cache/), "
+              "so files were checked by path only, not for screenplay text", file=sys.stderr)
+    else:
+        print(f"checked: no corpus cache, virtualenv, checkpoint or temp folder; "
+              f"no {RUN}-character run of {screenplay}")
+    print(f"{upload.repo_type} {upload.repo_id}, from {upload.root}/:")
+    print(upload.listing(), end="")
+    for key, value in upload.variables.items():
+        print(f"Space variable {key}={value}")
+    return upload
+
+
 def cmd_publish(args) -> int:
     """Publish the app as a Space, or the weights as a model repo, after checking every file."""
     try:
-        if args.kind == "space":
-            upload = space_upload(args.repo_id, PROJECT_DIR, args.weights_repo, args.weights_revision)
-            weights_dir = None if args.weights_repo else PROJECT_DIR / "weights"
-        else:
-            upload = Upload(args.repo_id, "model", Path(args.weights), select(Path(args.weights), ["*"]))
-            weights_dir = upload.root
-        if not upload.files:
-            raise PublishError(f"nothing to publish in {upload.root}/ (files git ignores are never sent)")
-        if weights_dir is not None:
-            check_weights(weights_dir)
-        try:
-            screenplay = local_screenplay(args.corpus)
-        except corpus.CorpusError as exc:
-            raise PublishError(str(exc)) from None
-        check(upload, screenplay)
-        if screenplay is None:
-            print(f"note: the screenplay is not on this machine (--corpus, ${corpus.CORPUS_ENV} or data/cache/), "
-                  "so files were checked by path only, not for screenplay text", file=sys.stderr)
-        else:
-            print(f"checked: no corpus cache, virtualenv, checkpoint or temp folder; "
-                  f"no {RUN}-character run of {screenplay}")
-        print(f"{upload.repo_type} {upload.repo_id}, from {upload.root}/:")
-        print(upload.listing(), end="")
-        for key, value in upload.variables.items():
-            print(f"Space variable {key}={value}")
+        upload = prepare(args)
         if args.dry_run:
             print("dry run: nothing was sent")
             return 0
