@@ -1,6 +1,7 @@
 # make run: serve the app on the committed weights.  make test: the whole test suite (what CI runs).
 # make test-fast: the edit loop (no kills, fuzzing of the server, load or browser; few hypothesis examples).
 # make lint: ruff.  make train: retrain.
+# make space SPACE=OWNER/NAME: publish the app as a Hugging Face Space.  make model-repo MODEL=OWNER/NAME: the weights.
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -9,8 +10,10 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 SHARED_CORPUS := ../shared/data/toy-story-1995-screenplay.txt
 CORPUS ?= $(if $(wildcard $(SHARED_CORPUS)),$(SHARED_CORPUS),)
+# Extra options for publishing, e.g. ARGS=--dry-run or ARGS=--private.
+ARGS ?=
 
-.PHONY: run test test-fast lint train install dev
+.PHONY: run test test-fast lint train install dev space model-repo
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +44,18 @@ lint: $(VENV)/.dev
 
 train: $(VENV)/.runtime
 	$(PY) train.py --jobs 2 $(if $(CORPUS),--corpus $(CORPUS))
+
+# Checked before the virtualenv is made, so a missing name costs nothing.
+ifneq ($(filter space,$(MAKECMDGOALS)),)
+$(if $(SPACE),,$(error set SPACE=OWNER/NAME, e.g. make space SPACE=you/toystory-gpt))
+endif
+ifneq ($(filter model-repo,$(MAKECMDGOALS)),)
+$(if $(MODEL),,$(error set MODEL=OWNER/NAME, e.g. make model-repo MODEL=you/toystory-gpt-weights))
+endif
+
+# The corpus, when present, is only read: publishing checks that no file sent holds a run of its text.
+space: $(VENV)/.runtime
+	$(PY) -m toystory_gpt publish space $(SPACE) $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)
+
+model-repo: $(VENV)/.runtime
+	$(PY) -m toystory_gpt publish model $(MODEL) $(if $(CORPUS),--corpus $(CORPUS)) $(ARGS)

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from . import compare, corpus, hub, milestones, report, weights
+from . import compare, corpus, hub, milestones, publish, report, weights
 from .milestones import milestone_list
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
     gen.set_defaults(run=cmd_generate)
+    publish.add_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
