@@ -118,7 +118,8 @@ def user(url: str, number: int, requests: int, length: int, barrier: threading.B
     outcomes = []
     try:
         for i in range(requests):
-            inputs = dict(DEFAULTS, milestones=[m.number for m in LADDER.milestones], length=length, seed=1000 * number + i)
+            inputs = dict(DEFAULTS, milestones=[m.number for m in LADDER.milestones], length=length,
+                          seed=1000 * number + i)
             start = time.perf_counter()
             job = client.submit(**inputs, api_name="/generate")
             try:
@@ -130,7 +131,8 @@ def user(url: str, number: int, requests: int, length: int, barrier: threading.B
                 outcomes.append({"kind": "busy", "seconds": time.perf_counter() - start, "error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - counted and reported, never fatal to the run
                 job.cancel()
-                outcomes.append({"kind": "error", "seconds": time.perf_counter() - start, "error": f"{type(exc).__name__}: {exc}"})
+                outcomes.append({"kind": "error", "seconds": time.perf_counter() - start,
+                                 "error": f"{type(exc).__name__}: {exc}"})
     finally:
         client.close()
     return outcomes
@@ -155,10 +157,12 @@ def stage(server: Server, users: int, requests: int, length: int) -> dict:
     outcomes = [o for session in sessions for o in session]
     ok = sorted(o["seconds"] for o in outcomes if o["kind"] == "ok")
     errors = [o["error"] for o in outcomes if o["kind"] == "error"]
-    return {"users": users, "requests": len(outcomes), "ok": len(ok), "busy": sum(o["kind"] == "busy" for o in outcomes),
+    return {"users": users, "requests": len(outcomes), "ok": len(ok),
+            "busy": sum(o["kind"] == "busy" for o in outcomes),
             "errors": len(errors), "error_examples": sorted(set(errors))[:3],
             "p50_s": percentile(ok, 50), "p95_s": percentile(ok, 95), "max_s": ok[-1] if ok else None,
-            "wall_s": wall, "requests_per_s": len(ok) / wall, "chars_per_s": len(ok) * len(LADDER.milestones) * length / wall,
+            "wall_s": wall, "requests_per_s": len(ok) / wall,
+            "chars_per_s": len(ok) * len(LADDER.milestones) * length / wall,
             "rss_before_mb": rss_before / MB, "rss_after_mb": server.rss() / MB}
 
 
@@ -168,10 +172,13 @@ def seconds(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="weights folder to serve (default: the repo's weights/)")
-    parser.add_argument("--users", default=None, help="comma-separated concurrent user counts (default 1,4,16,32; --quick 1,4)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS,
+                        help="weights folder to serve (default: the repo's weights/)")
+    parser.add_argument("--users", default=None,
+                        help="comma-separated concurrent user counts (default 1,4,16,32; --quick 1,4)")
     parser.add_argument("--requests", type=int, default=None, help="requests per user (default 5; --quick 2)")
-    parser.add_argument("--length", type=int, default=None, help=f"characters per milestone (default {DEFAULTS['length']}; --quick 100)")
+    parser.add_argument("--length", type=int, default=None,
+                        help=f"characters per milestone (default {DEFAULTS['length']}; --quick 100)")
     parser.add_argument("--quick", action="store_true", help="a run of well under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
@@ -184,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded, broken = load_all(args.weights)
     if len(loaded) < len(LADDER.milestones):
         print(f"error: {len(loaded)} of {len(LADDER.milestones)} milestones load from {args.weights}"
-              f"{': ' + '; '.join(map(str, broken.values())) if broken else ''}; train them or pass --weights", file=sys.stderr)
+              f"{': ' + '; '.join(map(str, broken.values())) if broken else ''}; train them or pass --weights",
+              file=sys.stderr)
         return 2
     del loaded
 
@@ -210,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"The app under load: all {len(LADDER.milestones)} milestones x {length} characters per request, "
           f"{requests} requests per user, served from {args.weights}")
     print(machine_line(figures["machine"]) + " (benchmark process; the app uses 1 thread per generation)\n")
-    print(table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s", "RSS before MB", "RSS after MB"],
+    print(table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s",
+                 "RSS before MB", "RSS after MB"],
                 [[s["users"], s["requests"], s["ok"], s["busy"], s["errors"], seconds(s["p50_s"]), seconds(s["p95_s"]),
-                  seconds(s["max_s"]), f"{s['requests_per_s']:.2f}", f"{s['chars_per_s']:,.0f}", f"{s['rss_before_mb']:.0f}",
-                  f"{s['rss_after_mb']:.0f}"] for s in stages]))
+                  seconds(s["max_s"]), f"{s['requests_per_s']:.2f}", f"{s['chars_per_s']:,.0f}",
+                  f"{s['rss_before_mb']:.0f}", f"{s['rss_after_mb']:.0f}"] for s in stages]))
     print(f"\nServer RSS after warm-up {rss_start:.0f} MB, after every stage {rss_end:.0f} MB "
           f"(growth {rss_end - rss_start:+.0f} MB). Latency is submit to final text, queueing included.")
     for s in stages:

@@ -91,7 +91,8 @@ def gpt2_twin(config: GPTConfig):
 
 
 def median_seconds(fn, runs: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``runs`` calls, after ``warmup`` untimed ones (allocator, caches, lazy init)."""
+    """Median wall time of ``fn()`` over ``runs`` calls, after ``warmup`` untimed ones
+    (allocator, caches, lazy init)."""
     for _ in range(warmup):
         fn()
     times = []

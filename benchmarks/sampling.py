@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/sampling.py` works
+# the repo root, so `python benchmarks/sampling.py` works
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
 from toystory_gpt import decoding, onnx_decode  # noqa: E402
 from toystory_gpt.compare import Comparison  # noqa: E402
@@ -67,7 +68,8 @@ def measure(ladder, length: int, runs: int) -> dict:
             prompt_ids = torch.tensor([saved.tokenizer.encode(PROMPT).ids])
             new_tokens = config.block_size - prompt_ids.size(1)  # GPT-2 cannot run past its position table
             row["hf_new_tokens"] = new_tokens
-            row["hf_generate_chars_per_s"] = new_tokens / median_seconds(lambda: hf_generate(hf, prompt_ids, new_tokens), runs)
+            row["hf_generate_chars_per_s"] = new_tokens / median_seconds(
+                lambda: hf_generate(hf, prompt_ids, new_tokens), runs)
             row["ratio_vs_hf_generate"] = row["chars_per_s"] / row["hf_generate_chars_per_s"]
         row["ratio_vs_naive"] = row["chars_per_s"] / row["naive_chars_per_s"]
         figures[n] = row
@@ -146,16 +148,20 @@ def report(figures: dict, all_eight: float, steps: dict, facts: dict, source: st
                           f"{steps['compile_setup_s']:.1f} s compile"])
     m8 = figures[8]
     new_tokens = m8["hf_new_tokens"]
-    targets = [[f"milestone 8 ≥ {TARGET_CHARS_PER_S:,} chars/s", fmt(m8["chars_per_s"]), verdict(m8["chars_per_s"] >= TARGET_CHARS_PER_S)],
+    targets = [[f"milestone 8 ≥ {TARGET_CHARS_PER_S:,} chars/s", fmt(m8["chars_per_s"]),
+                verdict(m8["chars_per_s"] >= TARGET_CHARS_PER_S)],
                [f"milestone 8 ≥ {TARGET_RATIO_VS_HF}× HF generate", f"{m8['ratio_vs_hf_generate']:.1f}×",
                 verdict(m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF)],
-               [f"all eight × 500 chars ≤ {TARGET_ALL_EIGHT_S} s", f"{all_eight:.3f} s" + ("" if length == 500 else f" ({length} chars)"),
+               [f"all eight × 500 chars ≤ {TARGET_ALL_EIGHT_S} s",
+                f"{all_eight:.3f} s" + ("" if length == 500 else f" ({length} chars)"),
                 verdict(all_eight <= TARGET_ALL_EIGHT_S) if length == 500 else "(target is for 500)"]]
     return f"""Sampling speed — {machine_line(facts)}
 Models: {source}.
-Each figure: prompt {PROMPT!r}, temperature {TEMPERATURE}, top-k off, one stream, median of {runs} runs after one warmup run.
+Each figure: prompt {PROMPT!r}, temperature {TEMPERATURE}, top-k off, one stream, median of {runs} runs \
+after one warmup run.
 
-{table(["milestone", "params", "ours chars/s", "ours in PyTorch", "naive chars/s", "HF generate chars/s", "ours ÷ naive", "ours ÷ HF"], rows)}
+{table(["milestone", "params", "ours chars/s", "ours in PyTorch", "naive chars/s", "HF generate chars/s",
+        "ours ÷ naive", "ours ÷ HF"], rows)}
 
 - ours: toystory_gpt.sampler.generate, {length} characters: KV cache, each step and each re-encode run by ONNX Runtime;
   when the {block_size}-token window is full the Decoder keeps its newest half and re-encodes it in one batched pass.
@@ -164,9 +170,11 @@ Each figure: prompt {PROMPT!r}, temperature {TEMPERATURE}, top-k off, one stream
   (milestones 1-2 only ever look at the last character, so for them naive and ours are the same code).
 - HF generate: GPT2LMHeadModel (random weights) with the milestone's n_layer/n_head/n_embd, n_positions = block size,
   so it can only generate {new_tokens} new tokens after the {len(PROMPT)}-token prompt: its rate is per token over those
-  {new_tokens} (call overhead included). GPT-2 always has the feed-forward, norms and residuals that milestones 3-5 lack.
+  {new_tokens} (call overhead included). GPT-2 always has the feed-forward, norms and residuals \
+that milestones 3-5 lack.
 
-All eight × {length} characters as the app runs them (Comparison.run: the milestones take turns, one thread): {all_eight:.3f} s
+All eight × {length} characters as the app runs them (Comparison.run: the milestones take turns, one thread): \
+{all_eight:.3f} s
 
 One decode step of milestone 8 (one token, {block_size // 2} cached), µs, median of {runs} runs × 500 steps:
 
@@ -177,13 +185,16 @@ One decode step of milestone 8 (one token, {block_size // 2} cached), µs, media
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="weights folder (default: weights/; random weights if incomplete)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the app samples with one thread)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS,
+                        help="weights folder (default: weights/; random weights if incomplete)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the app samples with one thread)")
     parser.add_argument("--runs", type=int, help="timed runs per figure, the median is reported (default 5, --quick 1)")
     parser.add_argument("--length", type=int, default=500, help="characters per generation (default 500)")
     parser.add_argument("--quick", action="store_true", help="fewer runs: well under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
-    parser.add_argument("--compile", action="store_true", help="also time decoding.step under torch.compile (~20 s more)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time decoding.step under torch.compile (~20 s more)")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 5)
     torch.set_num_threads(args.threads)
@@ -204,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                           **{f"milestone8_step_{key}": value for key, value in steps.items()},
                           "target_milestone8_chars_per_s_met": m8["chars_per_s"] >= TARGET_CHARS_PER_S,
                           "target_ratio_vs_hf_generate_met": m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF,
-                          "target_all_eight_seconds_met": all_eight <= TARGET_ALL_EIGHT_S if args.length == 500 else None}))
+                          "target_all_eight_seconds_met": (all_eight <= TARGET_ALL_EIGHT_S if args.length == 500
+                                                           else None)}))
     else:
         print(report(figures, all_eight, steps, facts, source, args.length, runs, ladder[-1].model.config.block_size))
     return 0

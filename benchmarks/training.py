@@ -5,7 +5,7 @@ utilisation of both; and how long the full ``train.py`` build took.
     python benchmarks/training.py            # the full run (about a minute)
     python benchmarks/training.py --quick    # fewer steps: well under a minute
     python benchmarks/training.py --json     # one JSON object instead of the tables
-    python benchmarks/training.py --build    # also rerun `train.py --jobs 2` into a temporary folder and time it (~20 min)
+    python benchmarks/training.py --build    # also rerun `train.py --jobs 2` into a temporary folder, timed
     python benchmarks/training.py --compile  # also time our model under torch.compile (~30 s of compiling)
 
 Target: our model trains at >= 1.5x the tokens/s of HF GPT-2.
@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/training.py` works
+# the repo root, so `python benchmarks/training.py` works
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ROOT, SCREENPLAY_VOCAB, WEIGHTS, gpt2_twin, machine, machine_line, median_seconds, verdict  # noqa: E402
 from toystory_gpt.batches import BatchSampler  # noqa: E402
 from toystory_gpt.milestones import LADDER  # noqa: E402
@@ -70,7 +71,8 @@ class Stepper:
 
 
 def tokens_per_second(steppers: dict, tokens_per_step: int, rounds: int, steps: int) -> dict:
-    """Median tokens/s of each stepper; they take turns, ``steps`` at a time, so drifts in machine load hit both alike."""
+    """Median tokens/s of each stepper; they take turns, ``steps`` at a time,
+    so drifts in machine load hit both alike."""
     times = {name: [] for name in steppers}
     for _ in range(rounds):
         for name, stepper in steppers.items():
@@ -105,22 +107,29 @@ def rerun_build(corpus: Path | None, quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="where the last build's summary is read (default: weights/)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS,
+                        help="where the last build's summary is read (default: weights/)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help=f"torch threads (default {torch.get_num_threads()}, all cores; a `train.py --jobs 2` worker has 1)")
-    parser.add_argument("--rounds", type=int, help="timed rounds per model, the median is reported (default 5, --quick 3)")
+                        help=f"torch threads (default {torch.get_num_threads()}, all cores; "
+                             f"a `train.py --jobs 2` worker has 1)")
+    parser.add_argument("--rounds", type=int,
+                        help="timed rounds per model, the median is reported (default 5, --quick 3)")
     parser.add_argument("--steps", type=int, help="training steps per round (default 5, --quick 2)")
     parser.add_argument("--quick", action="store_true", help="fewer steps: well under a minute")
-    parser.add_argument("--build", action="store_true", help="rerun train.py --jobs 2 (with --quick: train.py --quick) and time it")
+    parser.add_argument("--build", action="store_true",
+                        help="rerun train.py --jobs 2 (with --quick: train.py --quick) and time it")
     parser.add_argument("--corpus", type=Path, default=CORPUS if CORPUS.is_file() else None,
-                        help="screenplay for --build (default: ../shared/data's copy if present, else train.py's own default)")
+                        help="screenplay for --build (default: ../shared/data's copy if present, "
+                             "else train.py's own default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
-    parser.add_argument("--compile", action="store_true", help="also time milestone 8 under torch.compile (same weights' shapes)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time milestone 8 under torch.compile (same weights' shapes)")
     args = parser.parse_args(argv)
     rounds, steps = args.rounds or (3 if args.quick else 5), args.steps or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
 
-    # The dimensions and settings of training milestone 8; speed depends on shapes only, so random tokens stand in for the corpus.
+    # The dimensions and settings of training milestone 8; speed depends on shapes only, so random tokens stand in
+    # for the corpus.
     cfg = TrainConfig()
     torch.manual_seed(cfg.seed)
     ours = GPT(LADDER[8].model_config(SCREENPLAY_VOCAB))
@@ -131,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     steppers = {
         "ours": Stepper(ours, lambda x, y: ours(x, y)[1], cfg, batches, autocast),
         # The same loss on the logits; use_cache=False, or GPT-2 builds a KV cache it would throw away.
-        "hf": Stepper(hf, lambda x, y: F.cross_entropy(hf(input_ids=x, use_cache=False).logits.flatten(0, 1), y.flatten()),
+        "hf": Stepper(hf, lambda x, y: F.cross_entropy(hf(input_ids=x, use_cache=False).logits.flatten(0, 1),
+                                                       y.flatten()),
                       cfg, batches, autocast),
     }
     if args.compile:
@@ -141,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     warmup = {}
     for name, stepper in steppers.items():
         start = time.perf_counter()
-        for _ in range(3):  # warmup: allocator, oneDNN kernel selection, the optimizer's lazily created state, compiling
+        # warmup: allocator, oneDNN kernel selection, the optimizer's lazily created state, compiling
+        for _ in range(3):
             stepper()
         warmup[name] = time.perf_counter() - start
     tokens_per_step = cfg.batch_size * cfg.block_size
@@ -156,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_params = sum(p.numel() for p in hf.parameters())
 
     if args.json:
-        print(json.dumps({**facts, "batch_size": cfg.batch_size, "block_size": cfg.block_size, "bf16_autocast": autocast,
+        print(json.dumps({**facts, "batch_size": cfg.batch_size, "block_size": cfg.block_size,
+                          "bf16_autocast": autocast,
                           "rounds": rounds, "steps_per_round": steps, "params": ours.num_params, "hf_params": hf_params,
                           "milestone8_tokens_per_s": rates["ours"], "hf_gpt2_tokens_per_s": rates["hf"],
                           "ratio_vs_hf_gpt2": ratio, "flops_per_token": flops,
@@ -170,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [[label, f"{params:,}", f"{rates[key]:,.0f}", f"{tokens_per_step / rates[key]:.3f}",
              f"{flops * rates[key] / 1e9:.1f}", f"{flops * rates[key] / peaks[peak_name]:.1%}"]
-            for label, key, params in (("milestone 8 (ours)", "ours", ours.num_params), ("HF GPT2LMHeadModel", "hf", hf_params),
-                                       *([("milestone 8 under torch.compile", "compiled", ours.num_params)] if args.compile else []))]
+            for label, key, params in (("milestone 8 (ours)", "ours", ours.num_params),
+                                       ("HF GPT2LMHeadModel", "hf", hf_params),
+                                       *([("milestone 8 under torch.compile", "compiled", ours.num_params)]
+                                         if args.compile else []))]
     if build is None:
         build_text = f"No build summary in {args.weights} (results.json); --build reruns train.py and times it."
     else:
@@ -180,22 +194,28 @@ def main(argv: list[str] | None = None) -> int:
         build_text = f"Full build (`{build['command']}`, {how}): {total}."
         if "models" in build:
             per_model = ", ".join(f"{k}: {v:.0f} s" for k, v in build["models"].items())
-            build_text += f"\nEach model's own training time (wall_time in history.json; two train at once): {per_model}."
+            build_text += (f"\nEach model's own training time (wall_time in history.json; two train at once): "
+                           f"{per_model}.")
     compile_text = ""
     if args.compile:
         compile_text = (f"\ntorch.compile: {rates['compiled'] / rates['ours']:.2f}× our eager rate, after "
-                        f"{warmup['compiled']:.0f} s of warm-up (compiling); the Trainer stays eager unless that is above 1.")
+                        f"{warmup['compiled']:.0f} s of warm-up (compiling); the Trainer stays eager "
+                        f"unless that is above 1.")
     print(f"""Training speed — {machine_line(facts)}
-Milestone 8's dimensions ({ours.config.n_layer} layers, {ours.config.n_head} heads, width {ours.config.n_embd}, context {cfg.block_size},
-dropout {ours.config.dropout}) and the Trainer's step: batch {cfg.batch_size} × {cfg.block_size}, fused AdamW (make_optimizer), gradient
-clipping, bf16 autocast {'on' if autocast else 'off (not native on this CPU)'}; random tokens. Median of {rounds} rounds × {steps} steps each,
+Milestone 8's dimensions ({ours.config.n_layer} layers, {ours.config.n_head} heads, width {ours.config.n_embd}, \
+context {cfg.block_size},
+dropout {ours.config.dropout}) and the Trainer's step: batch {cfg.batch_size} × {cfg.block_size}, \
+fused AdamW (make_optimizer), gradient
+clipping, bf16 autocast {'on' if autocast else 'off (not native on this CPU)'}; random tokens. \
+Median of {rounds} rounds × {steps} steps each,
 the models taking turns, after 3 warmup steps each.
 
 {table(["model", "params", "tokens/s", "s/step", "GFLOP/s", f"of {peak_name} peak"], rows)}
 
 Ours ÷ HF GPT-2: {ratio:.2f}× (target ≥ {TARGET_RATIO_VS_HF}×: {verdict(ratio >= TARGET_RATIO_VS_HF)}){compile_text}
 FLOPs per token: {flops / 1e6:.2f} M = 6 × matmul weights + 12 × layers × width × context (same dimensions for both).
-Peak = one {size}×{size} matmul's achieved rate here: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s;
+Peak = one {size}×{size} matmul's achieved rate here: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, \
+bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s;
 utilisation is against the {peak_name} figure{', as autocast runs the matmuls in bf16' if autocast else ''}.
 
 {build_text}""")

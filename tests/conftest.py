@@ -61,7 +61,8 @@ def quick_weights(tmp_path_factory, corpus_path) -> Path:
 
 @pytest.fixture(scope="session")
 def served_weights(request) -> Path:
-    """What the app tests serve: $TOYSTORY_TEST_WEIGHTS if set (e.g. the real weights, for the README screenshot), else the quick ladder."""
+    """What the app tests serve: $TOYSTORY_TEST_WEIGHTS if set (e.g. the real weights, for the README
+    screenshot), else the quick ladder."""
     if folder := os.environ.get("TOYSTORY_TEST_WEIGHTS"):
         return Path(folder)
     return request.getfixturevalue("quick_weights")

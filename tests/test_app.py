@@ -75,7 +75,8 @@ def test_broken_and_missing_milestones_are_shown_not_fatal(quick_weights, tmp_pa
     checkboxes = next(b for b in demo.blocks.values() if isinstance(b, gr.CheckboxGroup))
     assert [value for _, value in checkboxes.choices] == [1, 2, 4, 5, 6, 8]
     notice = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "notice")
-    assert "7 · + layer normalization** is unavailable: its weights are broken (milestone7: config.json: not valid JSON" in notice.value
+    assert ("7 · + layer normalization** is unavailable: its weights are broken (milestone7: config.json: "
+            "not valid JSON" in notice.value)
     assert "3 · single-head attention** is unavailable: it has not been trained" in notice.value
 
 
@@ -94,7 +95,7 @@ def test_throttle_sends_few_updates_and_always_the_last():
 def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
     # What a Space does: import app.py with $TOYSTORY_WEIGHTS set, and log what loaded.
     env = {**os.environ, "TOYSTORY_WEIGHTS": str(quick_weights)}
-    done = subprocess.run([sys.executable, "-c", "import app; assert app.demo is not None"], cwd=Path(app.__file__).parent,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", "import app; assert app.demo is not None"],
+                          cwd=Path(app.__file__).parent, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "loaded 8 · + dropout: 31,232 parameters" in done.stderr

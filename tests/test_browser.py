@@ -3,7 +3,8 @@
 Set ``TOYSTORY_SCREENSHOT=docs/screenshot.png`` to save the page once all eight cards have filled; that is
 how the README's screenshot is made, on the real weights with ``TOYSTORY_TEST_WEIGHTS=weights``::
 
-    TOYSTORY_TEST_WEIGHTS=weights TOYSTORY_SCREENSHOT=docs/screenshot.png python -m pytest tests/test_browser.py -k all_eight
+    TOYSTORY_TEST_WEIGHTS=weights TOYSTORY_SCREENSHOT=docs/screenshot.png \
+        python -m pytest tests/test_browser.py -k all_eight
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
 
     monkeypatch.setattr(compare, "generate", slow_generate)
     page = open_app(browser, app_url)
-    page.locator("#milestones").get_by_label(LADDER.milestones[-1].label, exact=True).uncheck()  # 1-7 left, so milestone 1's card shows progress
+    # 1-7 left, so milestone 1's card shows progress
+    page.locator("#milestones").get_by_label(LADDER.milestones[-1].label, exact=True).uncheck()
     page.locator("#length input[type=number]").fill("2000")
     page.locator("#length input[type=number]").press("Enter")
     page.click("#generate")
@@ -128,7 +130,8 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
     assert closed.wait(TIMEOUT_MS / 1000), "the server kept generating after Stop"
     assert len(produced) < 7 * 2000  # it stopped mid-way: nothing more can reach the page
     # ...and the page knows it: the text's progress tracker is hidden again.
-    page.wait_for_function("() => document.querySelector('#text-1 [data-testid=status-tracker]').classList.contains('hide')")
+    page.wait_for_function("() => document.querySelector('#text-1 [data-testid=status-tracker]')"
+                           ".classList.contains('hide')")
     assert 20 < len(card_text(page, 1)) < 2000
     page.close()
 

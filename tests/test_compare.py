@@ -87,7 +87,8 @@ def test_unavailable_milestone_says_why(quick_weights, tmp_path):
     (tmp_path / "w" / "milestone7" / "model.safetensors").unlink()
     shutil.rmtree(tmp_path / "w" / "milestone3")
     partial = compare.Comparison.from_folder(tmp_path / "w")
-    with pytest.raises(InvalidRequest, match=r"7 · \+ layer normalization is unavailable: its weights are broken .*model.safetensors: missing"):
+    with pytest.raises(InvalidRequest, match=r"7 · \+ layer normalization is unavailable: its weights are broken "
+                                             r".*model.safetensors: missing"):
         partial.request(**{**GOOD, "milestones": [7]})
     with pytest.raises(InvalidRequest, match="3 · single-head attention is unavailable: it has not been trained"):
         partial.request(**{**GOOD, "milestones": [3]})
@@ -113,7 +114,8 @@ def test_cli_reports_a_bad_request_without_a_traceback(quick_weights, capsys):
 
 def test_weights_location_folder_env_or_hub(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, revision: calls.append((repo_id, revision)) or str(tmp_path))
+    monkeypatch.setattr(hub, "snapshot_download",
+                        lambda repo_id, revision: calls.append((repo_id, revision)) or str(tmp_path))
     monkeypatch.delenv(hub.WEIGHTS_ENV, raising=False)
     monkeypatch.delenv(hub.REVISION_ENV, raising=False)
     assert hub.resolve() == hub.DEFAULT_WEIGHTS_DIR

@@ -37,15 +37,16 @@ from toystory_gpt.ui import compare as compare_tab
 LIBRARY_EXAMPLES = 700
 CLIENT_EXAMPLES = 250
 RAW_EXAMPLES = 250
-SHORT = 24               # the longest valid length generated at random (out-of-range lengths of any size are generated too)
+# the longest valid length generated at random (out-of-range lengths of any size are generated too)
+SHORT = 24
 REQUEST_TIMEOUT = 120    # seconds; generous: this bounds a hang, it does not measure speed
 MAX_MESSAGE = 500        # characters in an error message: reprlib keeps echoed values short
 
 
 def fuzz(examples: int) -> settings:
     return settings(max_examples=max(10, int(examples * FUZZ_SCALE)), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example])
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                           HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 # ---------------------------------------------------------------------------------------------- strategies
 
@@ -53,19 +54,22 @@ WEIRD = ["🤠", "👩‍🚀", "🇺🇸", "\u200f", "\u202e", "\u200b", "\u200
          "\t", "e\u0301", "שלום", "مرحبا", "𝔘𝔫𝔦", "<script>alert(1)</script>", "{{7*7}}", "%s%n", "../../etc/passwd",
          "'; DROP TABLE", "WOODY:", "BUZZ: ", "\n", " ", "\\u0000", "\uffff", "\U0010ffff"]
 LONG_PROMPTS = st.tuples(st.sampled_from(["x", "🤠", "\u202e", "W", "\x00"]),
-                         st.sampled_from([compare.MAX_PROMPT, compare.MAX_PROMPT + 1, 5_000, 100_000])).map(lambda t: t[0] * t[1])
+                         st.sampled_from([compare.MAX_PROMPT, compare.MAX_PROMPT + 1, 5_000,
+                                          100_000])).map(lambda t: t[0] * t[1])
 # Lone surrogates: valid in JSON ("\ud800") and in Python strings, not encodable as UTF-8.
-SURROGATE_TEXT = st.lists(st.one_of(st.characters(categories=["Cs"]), st.sampled_from(WEIRD)), min_size=1, max_size=8).map("".join)
+SURROGATE_TEXT = st.lists(st.one_of(st.characters(categories=["Cs"]), st.sampled_from(WEIRD)), min_size=1,
+                          max_size=8).map("".join)
 
 HUGE = [2**31, 2**32, 2**53 + 1, 2**63, 2**64, 10**30, 10**300, -(2**63)]
 JSON_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(HUGE + [-x for x in HUGE]),
                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=6))
-JSON_ANY = st.recursive(JSON_SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+JSON_ANY = st.recursive(JSON_SCALAR, lambda inner: (st.lists(inner, max_size=3)
+                                                    | st.dictionaries(st.text(max_size=3), inner, max_size=3)),
                         max_leaves=6)
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 5e-324, 1e308, -1e308])
 # What only a Python caller can pass: integers Python will not print, bytes, sets, tuples, ranges, objects.
-PYTHON_ONLY = st.one_of(st.sampled_from([10**5000, -(10**5000), b"5", bytearray(b"x"), object(), range(3), {5}, frozenset({2}),
-                                         (2, 5), 3 + 0j, Ellipsis, NotImplemented]),
+PYTHON_ONLY = st.one_of(st.sampled_from([10**5000, -(10**5000), b"5", bytearray(b"x"), object(), range(3), {5},
+                                         frozenset({2}), (2, 5), 3 + 0j, Ellipsis, NotImplemented]),
                         NON_FINITE, SURROGATE_TEXT)
 
 
@@ -77,7 +81,8 @@ def not_long(value) -> bool:
 def numbers(small: st.SearchStrategy, extra: list) -> st.SearchStrategy:
     """Mostly in-range values, plus every sign and size of integer and float, numeric strings and wrong types."""
     return st.one_of(small, small, st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                     st.sampled_from(HUGE + [-x for x in HUGE] + extra), st.sampled_from(["5", "10", " 7 ", "0x10", "1e3", "", "٣"]),
+                     st.sampled_from(HUGE + [-x for x in HUGE] + extra),
+                     st.sampled_from(["5", "10", " 7 ", "0x10", "1e3", "", "٣"]),
                      JSON_ANY)
 
 
@@ -99,7 +104,9 @@ VALID = dict(
     top_k=whole(0, compare.MAX_TOP_K),
     seed=whole(0, compare.MAX_SEED),
 )
-MILESTONE_ITEM = st.one_of(ONE_MILESTONE, st.sampled_from([0, 9, -1, 2**64, 1.5, "+5", "5.0", "9" * 30, "", "all", "1,2"]), JSON_SCALAR)
+MILESTONE_ITEM = st.one_of(ONE_MILESTONE,
+                           st.sampled_from([0, 9, -1, 2**64, 1.5, "+5", "5.0", "9" * 30, "", "all", "1,2"]),
+                           JSON_SCALAR)
 ODD = dict(
     milestones=st.one_of(st.lists(MILESTONE_ITEM, max_size=6),  # unknown and wrong-typed numbers among good ones
                          st.sampled_from([[], list(range(1, 9)) * 3, "2,5,8", "5", 5, None, {"5": 5}]), JSON_ANY),
@@ -122,7 +129,8 @@ JSON_INPUTS = {name: mostly(VALID[name], ODD[name].filter(lambda v: not isinstan
                for name in VALID}
 # A Python caller can pass anything at all.
 PYTHON_INPUTS = {name: mostly(JSON_INPUTS[name], PYTHON_ONLY, 8) for name in VALID}
-PYTHON_INPUTS["milestones"] = mostly(JSON_INPUTS["milestones"], st.one_of(PYTHON_ONLY, st.lists(PYTHON_ONLY, max_size=3)), 8)
+PYTHON_INPUTS["milestones"] = mostly(JSON_INPUTS["milestones"],
+                                     st.one_of(PYTHON_ONLY, st.lists(PYTHON_ONLY, max_size=3)), 8)
 # The browser protocol carries raw JSON text: NaN, ±Infinity and lone surrogates too, anywhere.
 RAW_INPUTS = {name: mostly(JSON_INPUTS[name], st.one_of(NON_FINITE, SURROGATE_TEXT), 8) for name in VALID}
 RAW_INPUTS["prompt"] = mostly(JSON_INPUTS["prompt"], SURROGATE_TEXT, 2)
@@ -160,7 +168,8 @@ def expected(comparison: compare.Comparison, inputs: dict) -> list[str] | str:
     for updates, texts in enumerate(comparison.stream(request), start=1):
         assert updates <= bound and max(map(len, texts)) <= request.length  # never past the cap
     assert updates == bound
-    assert [len(t) for t in texts] == [request.length if m.number in request.milestones else 0 for m in LADDER.milestones]
+    assert [len(t) for t in texts] == [request.length if m.number in request.milestones else 0
+                                       for m in LADDER.milestones]
     for n in request.milestones:
         assert set(texts[n - 1]) <= set(comparison.models[n].tokenizer.vocab)
     return texts
@@ -172,13 +181,16 @@ def expected(comparison: compare.Comparison, inputs: dict) -> list[str] | str:
 @fuzz(LIBRARY_EXAMPLES)
 @given(**PYTHON_INPUTS)
 @example(milestones=[1], prompt="", length=compare.MAX_LENGTH, temperature=1.0, top_k=0, seed=compare.MAX_SEED)
-@example(milestones=list(range(1, 9)), prompt="🤠" * compare.MAX_PROMPT, length=1, temperature=2, top_k=compare.MAX_TOP_K, seed=0)
+@example(milestones=list(range(1, 9)), prompt="🤠" * compare.MAX_PROMPT, length=1, temperature=2,
+         top_k=compare.MAX_TOP_K, seed=0)
 @example(milestones=["9" * 5000], prompt="W", length=1, temperature=0.8, top_k=0, seed=0)
 @example(milestones=[8], prompt="W", length=1, temperature=1e-40, top_k=0, seed=0)
 @example(milestones=[8], prompt="x" * 100_000, length=10**5000, temperature=math.nan, top_k=-math.inf, seed="seed")
-def test_library_returns_capped_texts_or_a_clear_message(comparison, milestones, prompt, length, temperature, top_k, seed):
+def test_library_returns_capped_texts_or_a_clear_message(comparison, milestones, prompt, length, temperature, top_k,
+                                                         seed):
     # `expected` asserts the caps, and that only InvalidRequest (with a clear message) ever escapes.
-    expected(comparison, dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed))
+    expected(comparison, dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature,
+                              top_k=top_k, seed=seed))
 
 
 # --------------------------------------------------------------------------------- /generate via gradio_client
@@ -197,7 +209,8 @@ def client(app_url) -> Client:
 @example(milestones=[1, 1, 1], prompt="🤠\u202e\x00" * 30_000, length=5, temperature=0.8, top_k=0, seed=0)
 @example(milestones=[8], prompt="W", length=-(10**300), temperature=1e308, top_k=10**30, seed=2**64)
 @example(milestones=[8], prompt="W", length=5, temperature=1e-40, top_k=0, seed=0)
-def test_generate_api_returns_eight_texts_or_the_clear_message(client, comparison, milestones, prompt, length, temperature, top_k, seed):
+def test_generate_api_returns_eight_texts_or_the_clear_message(client, comparison, milestones, prompt, length,
+                                                               temperature, top_k, seed):
     inputs = dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed)
     want = expected(comparison, inputs)
     job = client.submit(**inputs, api_name="/generate")
@@ -229,7 +242,8 @@ class RawApp:
         session = uuid.uuid4().hex
         # allow_nan writes NaN/Infinity (Python's json, and so the server, reads them); ensure_ascii writes
         # a lone surrogate as the JSON escape "\ud800", which is valid JSON.
-        body = json.dumps({"data": data, "fn_index": self.fn_index, "session_hash": session}, allow_nan=True, ensure_ascii=True)
+        body = json.dumps({"data": data, "fn_index": self.fn_index, "session_hash": session}, allow_nan=True,
+                          ensure_ascii=True)
         joined = self.http.post(f"{self.api}/queue/join", content=body, headers={"content-type": "application/json"})
         if joined.status_code != 200:
             return {"http_status": joined.status_code, "detail": joined.json().get("detail")}
@@ -255,11 +269,13 @@ def raw(app_url):
 @pytest.mark.slow
 @fuzz(RAW_EXAMPLES)
 @given(**RAW_INPUTS)
-@example(milestones=[8], prompt="W\ud800\udfff\x00\u202e", length=5, temperature=0.8, top_k=0, seed=0)  # once broke the stream
+# once broke the stream
+@example(milestones=[8], prompt="W\ud800\udfff\x00\u202e", length=5, temperature=0.8, top_k=0, seed=0)
 @example(milestones=[8], prompt="W", length=5, temperature=math.nan, top_k=0, seed=0)
 @example(milestones=[math.inf], prompt="W", length=math.inf, temperature=-math.inf, top_k=math.nan, seed=math.inf)
 @example(milestones=["\ud800"], prompt="W", length=5, temperature=0.8, top_k=0, seed="\udfff")
-def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, comparison, milestones, prompt, length, temperature, top_k, seed):
+def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, comparison, milestones, prompt, length,
+                                                                   temperature, top_k, seed):
     inputs = dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed)
     # What the server reads: JSON joins an escaped surrogate pair ("\ud800\udc00") into one character.
     inputs = json.loads(json.dumps(inputs, allow_nan=True))
@@ -295,7 +311,7 @@ def test_browser_protocol_too_few_values_is_refused_not_fatal(raw, data):
 @pytest.mark.slow
 def test_json_the_server_cannot_read_is_refused_not_fatal(raw):
     # A 5,000-digit integer: Python's JSON reader refuses it (int_max_str_digits), so FastAPI rejects the body.
-    body = '{"data": [[8], "W", 5, 0.8, 0, ' + "9" * 5000 + '], "fn_index": %d, "session_hash": "x"}' % raw.fn_index
+    body = '{"data": [[8], "W", 5, 0.8, 0, ' + "9" * 5000 + f'], "fn_index": {raw.fn_index:d}, "session_hash": "x"}}'
     response = raw.http.post(f"{raw.api}/queue/join", content=body, headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500
 
@@ -305,10 +321,12 @@ def test_json_the_server_cannot_read_is_refused_not_fatal(raw):
 
 @pytest.mark.parametrize("change, message", [
     # int("9" * 5000) and repr(10**5000) raise ValueError (Python's 4,300-digit limit), not InvalidRequest.
-    (dict(milestones=["9" * 5000]), "each milestone must be a whole number from 1 to 8, got '999999999999...9999999999999'"),
+    (dict(milestones=["9" * 5000]), "each milestone must be a whole number from 1 to 8, "
+                                    "got '999999999999...9999999999999'"),
     (dict(temperature=10**5000), "temperature must be a number from 0 to 2 (0 = always the likeliest character), "
                                  "got a number of about 5,000 digits"),
-    (dict(seed=[-(10**5000)]), "seed must be a whole number from 0 to 4,294,967,295, got [a negative number of about 5,000 digits]"),
+    (dict(seed=[-(10**5000)]), "seed must be a whole number from 0 to 4,294,967,295, "
+                               "got [a negative number of about 5,000 digits]"),
 ])
 def test_what_fuzzing_found_is_refused_clearly(change, message):
     with pytest.raises(compare.InvalidRequest) as error:

@@ -44,13 +44,15 @@ def inputs(user: int, i: int, length: int = LENGTH) -> dict:
 
 def user_session(url: str, user: int, requests: int) -> list[tuple[str, dict, object]]:
     """One visitor: its own client, ``requests`` generations in a row; each outcome is ok, busy or error."""
-    client = Client(url, verbose=False, httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)})  # not httpx's 5 s: CI may be busy
+    # not httpx's 5 s: CI may be busy
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)})
     outcomes = []
     try:
         for i in range(requests):
             sent = inputs(user, i)
             try:
-                outcomes.append(("ok", sent, client.submit(**sent, api_name="/generate").result(timeout=REQUEST_TIMEOUT)))
+                outcomes.append(("ok", sent,
+                                 client.submit(**sent, api_name="/generate").result(timeout=REQUEST_TIMEOUT)))
             except QueueError as exc:
                 outcomes.append(("busy", sent, str(exc)))
             except Exception as exc:  # noqa: BLE001 - any other failure is what this test looks for
@@ -132,16 +134,19 @@ def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, se
     url, gate, started = tiny_queue_app
     clients = [Client(url, verbose=False) for _ in range(compare_tab.CONCURRENCY + 2)]
     try:
-        running = [c.submit(**inputs(i, 0), api_name="/generate") for i, c in enumerate(clients[:compare_tab.CONCURRENCY])]
+        running = [c.submit(**inputs(i, 0), api_name="/generate")
+                   for i, c in enumerate(clients[:compare_tab.CONCURRENCY])]
         for _ in running:  # both generation slots taken...
             assert started.acquire(timeout=REQUEST_TIMEOUT)
         waiting = clients[compare_tab.CONCURRENCY].submit(**inputs(98, 0), api_name="/generate")
-        wait_until(lambda: waiting.status().code == Status.IN_QUEUE, "the third request is queued")  # ...and the queue full
+        wait_until(lambda: waiting.status().code == Status.IN_QUEUE,
+                   "the third request is queued")  # ...and the queue full
         refused = clients[compare_tab.CONCURRENCY + 1].submit(**inputs(99, 0), api_name="/generate")
         with pytest.raises(QueueError, match="^Queue is full! Please try again.$"):
             refused.result(timeout=REQUEST_TIMEOUT)
         # What a hand-written HTTP client sees: 503 and Gradio's detail.
-        raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": list(inputs(97, 0).values())}, timeout=REQUEST_TIMEOUT)
+        raw = httpx.post(f"{url}/gradio_api/call/generate", json={"data": list(inputs(97, 0).values())},
+                         timeout=REQUEST_TIMEOUT)
         assert raw.status_code == 503 and raw.json()["detail"].startswith("Queue is full. Max size is 1")
         gate.set()
         comparison = compare.Comparison.from_folder(served_weights)

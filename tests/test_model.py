@@ -151,7 +151,8 @@ def test_depth_of_the_ladder_and_the_ablation():
     depths = [m.model_config(VOCAB).n_layer for m in LADDER.milestones]
     assert depths[:2] == [0, 0] and depths[2:5] == [1, 1, 1]
     assert depths[5] == depths[6] == depths[7] > 1
-    assert LADDER.ablation.model_config(VOCAB) == dataclasses.replace(LADDER.milestones[5].model_config(VOCAB), residual=False)
+    assert LADDER.ablation.model_config(VOCAB) == dataclasses.replace(LADDER.milestones[5].model_config(VOCAB),
+                                                                      residual=False)
 
 
 def test_each_milestone_differs_from_the_previous_by_its_own_idea():

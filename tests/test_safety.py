@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Modules whose loading runs arbitrary code from a file.
 UNSAFE_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal", "pickletools"}
 UNSAFE_BUILTINS = {"eval", "exec", "compile", "__import__"}
-UNSAFE_ATTRIBUTES = {("torch", "load"), ("pd", "read_pickle"), ("pandas", "read_pickle"), ("np", "load"), ("numpy", "load"),
-                     ("builtins", "eval"), ("builtins", "exec")}
+UNSAFE_ATTRIBUTES = {("torch", "load"), ("pd", "read_pickle"), ("pandas", "read_pickle"), ("np", "load"),
+                     ("numpy", "load"), ("builtins", "eval"), ("builtins", "exec")}
 SAFE_WEIGHT_FILES = {".safetensors", ".json", ".md", ".txt"}
 PICKLE_FILES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz"}
 
@@ -42,7 +42,8 @@ def python_sources() -> list[Path]:
 
 
 def unsafe_uses(source: str) -> list[str]:
-    """``import pickle`` and friends, ``torch.load``/``np.load``/``read_pickle``/``.to_pickle``, eval/exec/compile calls, weights_only=False."""
+    """``import pickle`` and friends, ``torch.load``/``np.load``/``read_pickle``/``.to_pickle``,
+    eval/exec/compile calls, weights_only=False."""
     found = []
     for node in ast.walk(ast.parse(source)):
         where = f"line {getattr(node, 'lineno', '?')}"
@@ -59,8 +60,9 @@ def unsafe_uses(source: str) -> list[str]:
                 if (owner, func.attr) in UNSAFE_ATTRIBUTES or func.attr in {"to_pickle", "read_pickle"}:
                     found.append(f"{where}: {owner or '…'}.{func.attr}()")
             for keyword in node.keywords:
-                if keyword.arg in {"weights_only", "allow_pickle"} and not (isinstance(keyword.value, ast.Constant)
-                                                                            and keyword.value.value is (keyword.arg == "weights_only")):
+                if keyword.arg in {"weights_only", "allow_pickle"} and not (
+                        isinstance(keyword.value, ast.Constant)
+                        and keyword.value.value is (keyword.arg == "weights_only")):
                     found.append(f"{where}: {keyword.arg}={ast.unparse(keyword.value)}")
         elif isinstance(node, ast.Attribute) and node.attr in {"load", "loads"} and isinstance(node.value, ast.Name) \
                 and node.value.id in UNSAFE_MODULES:
@@ -72,7 +74,8 @@ def test_the_scan_finds_what_it_looks_for():
     bad = ("import pickle\nfrom joblib import load\nimport torch\ntorch.load('x')\neval('1')\nexec('x=1')\n"
            "df.to_pickle('x')\nnp.load('x', allow_pickle=True)\nf(weights_only=False)\n")
     assert len(unsafe_uses(bad)) == 9
-    fine = "model.eval()\nre.compile('x')\njson.loads('1')\nload_file('x')\ns = 'import pickle; eval(x)'  # torch.load\n"
+    fine = ("model.eval()\nre.compile('x')\njson.loads('1')\nload_file('x')\n"
+            "s = 'import pickle; eval(x)'  # torch.load\n")
     assert unsafe_uses(fine) == []
 
 
@@ -98,7 +101,8 @@ def test_no_pickle_format_file_is_tracked():
     if not tracked:
         pytest.skip("not a git checkout")
     assert [name for name in tracked if Path(name).suffix in PICKLE_FILES] == []
-    assert [name for name in tracked if name.startswith("weights/") and Path(name).suffix not in SAFE_WEIGHT_FILES] == []
+    assert [name for name in tracked
+            if name.startswith("weights/") and Path(name).suffix not in SAFE_WEIGHT_FILES] == []
 
 
 def test_a_pickle_beside_missing_safetensors_is_never_loaded(quick_weights, tmp_path):
@@ -127,7 +131,8 @@ def test_no_api_endpoint_takes_a_path_like_parameter(app_url):
         ["milestones", "prompt", "length", "temperature", "top_k", "seed"]
     for name, endpoint in {**endpoints, **api.get("unnamed_endpoints", {})}.items():
         for parameter in endpoint["parameters"]:
-            assert not any(word in (parameter.get("parameter_name") or "").lower() for word in PATH_LIKE), (name, parameter)
+            assert not any(word in (parameter.get("parameter_name") or "").lower()
+                           for word in PATH_LIKE), (name, parameter)
 
 
 def test_the_weights_location_comes_only_from_an_argument_or_the_environment(quick_weights, monkeypatch):
@@ -135,7 +140,8 @@ def test_the_weights_location_comes_only_from_an_argument_or_the_environment(qui
     # What a Space does: app.demo serves $TOYSTORY_WEIGHTS, resolved once, with nothing a request could have set.
     monkeypatch.setenv(hub.WEIGHTS_ENV, str(quick_weights))
     calls, resolve = [], hub.resolve
-    monkeypatch.setattr(hub, "resolve", lambda *args, **kwargs: calls.append((args, kwargs)) or resolve(*args, **kwargs))
+    monkeypatch.setattr(hub, "resolve",
+                        lambda *args, **kwargs: calls.append((args, kwargs)) or resolve(*args, **kwargs))
     app._demo.cache_clear()
     try:
         demo = app.demo

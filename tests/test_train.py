@@ -41,7 +41,8 @@ def test_training_a_subset_keeps_the_others(quick_weights, corpus_path, tmp_path
     out = tmp_path / "w"
     assert train.main(["--quick", "--milestones", "2,3", "--out", str(out), "--corpus", str(corpus_path)]) == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["milestone2", "milestone3"]
-    assert train.main(["--quick", "--milestones", "1", "--max-steps", "5", "--out", str(out), "--corpus", str(corpus_path)]) == 0
+    assert train.main(["--quick", "--milestones", "1", "--max-steps", "5", "--out", str(out),
+                       "--corpus", str(corpus_path)]) == 0
     rows = report.read_summary(out).rows
     assert [r["milestone"] for r in rows] == [1, 2, 3] and rows[0]["steps"] == 5
 
