@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -31,9 +32,13 @@ from toystory_gpt.trainer import TrainConfig, Trainer
 SAMPLE_PROMPT = "WOODY: "
 SAMPLE_LENGTH = 600
 SAMPLE_TEMPERATURE = 0.8
+# What each model writes at every evaluation while it trains: the same prompt, temperature and seed
+# (TrainConfig.seed) as the final sample, so the rewind in the app ends on the start of that sample.
+RECORD_LENGTH = 200
 
 QUICK_MODEL = dict(block_size=32, n_embd=32)
-QUICK_TRAIN = dict(max_steps=30, batch_size=8, block_size=32, eval_interval=10, warmup_steps=5)
+QUICK_TRAIN = dict(max_steps=30, batch_size=8, block_size=32, eval_interval=10, warmup_steps=5,
+                   snapshot_steps=(10, 20))
 
 
 def pick_device(name: str) -> torch.device:
@@ -53,7 +58,14 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
     torch.manual_seed(train_cfg.seed)
     model = GPT(model_cfg).to(device)
     saved_state = checkpoints(out) / milestone.folder
-    result = Trainer(model, train_cfg, *data).run(desc=f"{milestone.label:<28}", checkpoint_dir=saved_state)
+    tokenizer = CharTokenizer(vocab)
+
+    def sample(model: GPT) -> str:
+        return "".join(generate(model, tokenizer, SAMPLE_PROMPT, RECORD_LENGTH, SAMPLE_TEMPERATURE,
+                                seed=train_cfg.seed))
+
+    result = Trainer(model, train_cfg, *data).run(desc=f"{milestone.label:<28}", checkpoint_dir=saved_state,
+                                                  sample=sample)
     if result.interrupted:
         raise KeyboardInterrupt
     record = TrainingRecord(milestone=milestone.number, name=milestone.name, params=model.num_params,
@@ -61,7 +73,6 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
                             wall_time=result.wall_time, device=str(device), model_config=dataclasses.asdict(model_cfg),
                             train_config=dataclasses.asdict(train_cfg), history=result.history)
     model.cpu()
-    tokenizer = CharTokenizer(vocab)
     text = "".join(generate(model, tokenizer, SAMPLE_PROMPT, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=train_cfg.seed))
     sample = (f"Toy Story GPT — {milestone.label}\n{milestone.idea}\n"
               f"Best validation loss {result.best_val_loss:.3f} nats/char. Sample: prompt {SAMPLE_PROMPT!r}, "
@@ -69,7 +80,9 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
     if milestone.number == 1:  # the first rung is the dataset's exploration
         sample += f"Corpus statistics (clean text, both splits):\n{corpus.CorpusStats(**stats).to_text()}\n"
     sample += SAMPLE_PROMPT + text + "\n"
-    weights.save(out / milestone.folder, model, record, sample, report.model_card(milestone, record))
+    snapshots = {} if milestone.is_ablation else result.snapshots  # the ablation is not shown in the app
+    weights.save(out / milestone.folder, model, record, sample, report.model_card(milestone, record, snapshots),
+                 snapshots)
     checkpoint.remove(saved_state)
 
 
@@ -80,6 +93,15 @@ def checkpoints(out: Path) -> Path:
 
 def record_run(out: Path, run: dict) -> None:
     folders.write_file(checkpoints(out) / "run.json", json.dumps(run))
+
+
+def default_jobs(device: torch.device, models: int) -> int:
+    """One training per CPU core this process may use (small models use cores poorly one at a time);
+    one at a time on a GPU, which a single training already keeps busy."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      models))
 
 
 def threads_per_job(jobs: int) -> int:
@@ -128,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also train the ablation, {ladder.ablation.name} "
                              f"(default: when milestone {ladder.ablation_of} is trained)")
     parser.add_argument("--quick", action="store_true", help="tiny models and a few steps: a smoke test in seconds")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="models trained at once, each in its own process (default 1)")
+    parser.add_argument("--jobs", type=int,
+                        help="models trained at once, each in its own process (default: one per CPU core "
+                             "this process may use; 1 on a GPU)")
     parser.add_argument("--resume", action="store_true",
                         help="finish the interrupted run in --out with its own options, from its checkpoints")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
     run_file = checkpoints(args.out) / "run.json"
     if args.resume:
@@ -169,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablation if args.ablation is not None else ladder.ablation_of in args.milestones:
         todo.append(ladder.ablation)
     todo = [m for m in todo if m.folder not in run["done"]]
+    jobs = args.jobs or default_jobs(device, len(todo))
 
     def on_done(milestone: Milestone) -> None:
         run["done"].append(milestone.folder)
@@ -177,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     record_run(args.out, run)
     start = time.perf_counter()
     try:
-        train_all(todo, args.jobs, on_done, tokenizer.vocab, train_cfg, (train_data, val_data), device, args.quick,
+        train_all(todo, jobs, on_done, tokenizer.vocab, train_cfg, (train_data, val_data), device, args.quick,
                   args.out, stats)
     except checkpoint.CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -190,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(checkpoints(args.out), ignore_errors=True)
     rows = report.collect_rows(args.out)
     command = " ".join(["python train.py", *argv])
-    threads = threads_per_job(args.jobs)
+    threads = threads_per_job(jobs)
     report.write_summary(args.out, RunSummary(command=command, wall_time=total, corpus=stats, rows=rows),
-                         f"Trained with `{command}` on {device} ({args.jobs} job(s) at once, "
+                         f"Trained with `{command}` on {device} ({jobs} job(s) at once, "
                          f"{threads} thread(s) each); the run took {total:.0f} s.")
     print("\n" + report.table(rows))
     print(f"total wall time: {total:.0f} s; saved to {args.out}/")

@@ -143,3 +143,17 @@ def test_cards_wrap_to_one_column_on_a_phone(browser, app_url):
         assert (abs(first["y"] - second["y"]) < 1) == side_by_side
         assert second["x"] + second["width"] <= width
         page.close()
+
+
+def test_rewind_shows_what_each_milestone_wrote_at_that_step(browser, app_url):
+    page = open_app(browser, app_url)
+    page.get_by_role("tab", name="Training").click()
+    loss, text = page.locator("#rewind-8 .loss"), page.locator("#rewind-8 pre")
+    loss.wait_for()
+    last_step, last_text = loss.inner_text(), text.inner_text()
+    page.locator("#rewind-step input[type=range]").fill("0")  # drag the slider to the start
+    page.wait_for_function("() => document.querySelector('#rewind-8 .loss').textContent.includes('at step 0 ')"
+                           " || document.querySelector('#rewind-8 .loss').textContent.endsWith('at step 0')")
+    assert text.inner_text() != last_text and loss.inner_text() != last_step
+    assert page.locator("#rewind-cards .rewind-card").count() == len(LADDER)
+    page.close()

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import train
 from tests.conftest import ROOT
@@ -25,7 +26,9 @@ ARGS = ["--quick", "--milestones", "8", "--max-steps", "60"]
 CHILD = textwrap.dedent("""
     import os, sys, time
     import torch
-    import train
+    from safetensors.torch import load_file
+
+import train
     from toystory_gpt import checkpoint, model
     point = sys.argv[1]
     torch.set_num_threads(int(sys.argv[2]))  # the parent's: thread count changes float summation order
@@ -92,10 +95,10 @@ def run_until_paused(point: str, args: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def reference(corpus_path, tmp_path_factory):
-    """The same run, never interrupted."""
+    """The same run, never interrupted: its milestone 8 folder."""
     out = tmp_path_factory.mktemp("reference")
     assert train.main([*ARGS, "--corpus", str(corpus_path), "--out", str(out)]) == 0
-    return weights.read_record(out / "milestone8")
+    return out / "milestone8"
 
 
 @pytest.mark.parametrize("point", ["checkpoint-written", "writing-checkpoint", "writing-weights", "swapping-weights"])
@@ -116,10 +119,19 @@ def test_sigkill_loses_nothing_and_resume_completes(point, reference, corpus_pat
     assert all(torch.equal(tensor, previous[name]) for name, tensor in saved.model.state_dict().items())
 
     assert train.main(["--resume", "--out", str(out)]) == 0
-    record = weights.read_record(out / "milestone8")
-    assert record.steps == reference.steps
-    assert record.best_val_loss == pytest.approx(reference.best_val_loss, abs=1e-6)
-    assert [h.val_loss for h in record.history] == pytest.approx([h.val_loss for h in reference.history], abs=1e-6)
+    record, expected = weights.read_record(out / "milestone8"), weights.read_record(reference)
+    assert record.steps == expected.steps
+    assert record.best_val_loss == pytest.approx(expected.best_val_loss, abs=1e-6)
+    assert [h.val_loss for h in record.history] == pytest.approx([h.val_loss for h in expected.history], abs=1e-6)
+    # What it wrote at every evaluation, and the weights it kept then, survive the kill too.
+    assert [h.sample for h in record.history] == [h.sample for h in expected.history]
+    kept = sorted(p.name for p in (reference / "snapshots").iterdir())
+    assert kept == sorted(p.name for p in (out / "milestone8" / "snapshots").iterdir()) and len(kept) == 2
+    for name in kept:
+        resumed, uninterrupted = (load_file(folder / "snapshots" / name) for folder in (out / "milestone8", reference))
+        # Half precision: the same weights to float rounding may round one half-precision step apart.
+        assert all(torch.allclose(t.float(), resumed[k].float(), rtol=1e-3, atol=1e-5)
+                   for k, t in uninterrupted.items())
     assert not (out / ".checkpoints").exists()
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "milestone8", "results.json"]
 

@@ -128,7 +128,7 @@ def test_no_api_endpoint_takes_a_path_like_parameter(app_url):
     api = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")
     endpoints = api["named_endpoints"]
     assert [p["parameter_name"] for p in endpoints["/generate"]["parameters"]] == \
-        ["milestones", "prompt", "length", "temperature", "top_k", "seed"]
+        ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step"]
     for name, endpoint in {**endpoints, **api.get("unnamed_endpoints", {})}.items():
         for parameter in endpoint["parameters"]:
             assert not any(word in (parameter.get("parameter_name") or "").lower()
@@ -146,9 +146,9 @@ def test_the_weights_location_comes_only_from_an_argument_or_the_environment(qui
     try:
         demo = app.demo
         handler = next(d.fn for d in demo.fns.values() if d.api_name == "generate")
-        # ...the request handler's only inputs are the six generation settings, and serving never resolves again.
+        # ...the request handler's only inputs are the seven generation settings, and serving never resolves again.
         assert list(inspect.signature(handler).parameters) == ["milestones", "prompt", "length", "temperature", "top_k",
-                                                                "seed"]
+                                                                "seed", "step"]
         for seed in range(3):
             assert len(list(handler([3, 8], "WOODY:", 5, 0.8, 0, seed))[-1][7]) == 5
         assert app.demo is demo

@@ -112,7 +112,8 @@ def test_unreadable_history_is_left_out_of_the_summary_not_fatal(quick_weights, 
     (lambda h: h.pop("format"), r"format 1 is not 2"),
     (lambda h: h.update(best_val_loss=None, extra=1), r"unknown keys \['extra'\]"),
     (lambda h: h.pop("history"), r"missing keys \['history'\]"),
-    (lambda h: h["history"].append({"step": 1}), r"a history entry is not \{step, train_loss, val_loss, elapsed\}"),
+    (lambda h: h["history"].append({"step": 1}),
+     r"a history entry is not \{step, train_loss, val_loss, elapsed\[, sample\]\}"),
 ], ids=["old-format", "unknown-key", "missing-key", "bad-entry"])
 def test_history_that_does_not_follow_the_schema(folder, change, message):
     history = json.loads((folder / "history.json").read_text())

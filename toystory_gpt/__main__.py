@@ -55,7 +55,7 @@ def cmd_generate(args) -> int:
         print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
         return 1
     request = comparison.request(args.milestones or sorted(comparison.models), args.prompt, args.length,
-                                 args.temperature, args.top_k, args.seed)
+                                 args.temperature, args.top_k, args.seed, args.step)
     if dropped := comparison.dropped(request):
         print(f"note: left out prompt characters the vocabulary lacks: {dropped!r}", file=sys.stderr)
     texts = dict(zip(milestones.LADDER.numbers, comparison.run(request)))
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"],
                      help="sample from the k likeliest characters (0 = all)")
     gen.add_argument("--seed", type=int, default=compare.DEFAULTS["seed"], help="same seed and inputs, same text")
+    gen.add_argument("--step", default=compare.FINAL,
+                     help='the weights as they were at this training step (a kept snapshot), or "final" (default)')
     gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
     gen.set_defaults(run=cmd_generate)

@@ -26,7 +26,8 @@ MAX_TOP_K = 100         # above the vocabulary size, top-k keeps everything, as 
 MAX_SEED = 2**32 - 1
 CHUNK = 16              # characters a milestone writes per turn when several stream together (see Comparison.stream)
 
-DEFAULTS = dict(prompt="WOODY:", length=300, temperature=0.8, top_k=0, seed=0)
+DEFAULTS = dict(prompt="WOODY:", length=300, temperature=0.8, top_k=0, seed=0, step="final")
+FINAL = "final"         # the weights training kept as best; any other step names a snapshot
 
 
 class InvalidRequest(ValueError):
@@ -41,6 +42,7 @@ class Request:
     temperature: float
     top_k: int
     seed: int
+    step: int | None = None      # a snapshot's training step, or None for the final weights
 
 
 class _Repr(reprlib.Repr):
@@ -79,7 +81,16 @@ def _milestone_number(value):
     return value
 
 
-def validate(milestones: Sequence, prompt, length, temperature, top_k, seed) -> Request:
+def _step(value) -> int | None:
+    """"final" (or nothing) for the final weights, else a training step as a whole number."""
+    if value is None or value == FINAL:
+        return None
+    if isinstance(value, str) and len(value) <= 20 and value.strip().isdecimal():
+        value = int(value)  # a dropdown or an API page may send the step as text
+    return _whole(value, f'step (or "{FINAL}")', 0, 10**9)
+
+
+def validate(milestones: Sequence, prompt, length, temperature, top_k, seed, step=FINAL) -> Request:
     """Check every input as an API caller may send it (anything JSON can hold); raise InvalidRequest if wrong."""
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise InvalidRequest(f"milestones must be a list of milestone numbers 1-{len(ladders.LADDER)}, "
@@ -98,7 +109,8 @@ def validate(milestones: Sequence, prompt, length, temperature, top_k, seed) -> 
                              f"(0 = always the likeliest character), got {_show(temperature)}")
     return Request(milestones=tuple(sorted(numbers)), prompt=prompt,
                    length=_whole(length, "length", 1, MAX_LENGTH), temperature=float(temperature),
-                   top_k=_whole(top_k, "top_k", 0, MAX_TOP_K), seed=_whole(seed, "seed", 0, MAX_SEED))
+                   top_k=_whole(top_k, "top_k", 0, MAX_TOP_K), seed=_whole(seed, "seed", 0, MAX_SEED),
+                   step=_step(step))
 
 
 class Comparison:
@@ -123,14 +135,23 @@ class Comparison:
             return f"its weights are broken ({self.broken[number]})"
         return "it has not been trained (no weights folder)"
 
-    def request(self, milestones: Sequence, prompt, length, temperature, top_k, seed) -> Request:
-        """``validate``, and check that every chosen milestone is loaded."""
-        request = validate(milestones, prompt, length, temperature, top_k, seed)
+    def request(self, milestones: Sequence, prompt, length, temperature, top_k, seed, step=FINAL) -> Request:
+        """``validate``, and check that every chosen milestone is loaded (and kept weights at ``step``)."""
+        request = validate(milestones, prompt, length, temperature, top_k, seed, step)
         for number in request.milestones:
             if number not in self.models:
                 raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} is unavailable: "
                                      f"{self.unavailable_reason(number)}.")
+            kept = self.models[number].snapshot_steps
+            if request.step is not None and request.step not in kept:
+                raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} kept no weights at step "
+                                     f"{request.step:,}; it kept steps {', '.join(map(str, kept)) or 'none'} "
+                                     f'and "{FINAL}".')
         return request
+
+    def snapshot_steps(self) -> list[int]:
+        """Every step at which some loaded milestone kept its weights."""
+        return sorted({step for saved in self.models.values() for step in saved.snapshot_steps})
 
     def dropped(self, request: Request) -> str:
         """The prompt's characters that some chosen milestone's vocabulary lacks (they are left out)."""
@@ -148,7 +169,7 @@ class Comparison:
         texts = [""] * len(place)
         streams = []
         for number in request.milestones:
-            saved = self.models[number]
+            saved = self.models[number] if request.step is None else self.models[number].at_step(request.step)
             streams.append((place[number], generate(saved.model, saved.tokenizer, request.prompt, request.length,
                                                     request.temperature, request.top_k, request.seed,
                                                     exported=saved.exported)))

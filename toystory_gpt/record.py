@@ -16,11 +16,13 @@ FORMAT = 2  # 1 was the schema-less dict of the first releases (migrated once, i
 
 @dataclass
 class Evaluation:
-    """One evaluation during training: the validation loss then, and the mean training loss since the last one."""
+    """One evaluation during training: the validation loss then, the mean training loss since the last one, and
+    what the model wrote then (``SAMPLE_*`` in train.py: the same prompt and seed at every step)."""
     step: int
     train_loss: float | None       # None at step 0, before any training
     val_loss: float
     elapsed: float                 # seconds of training so far
+    sample: str | None = None      # None where training recorded none
 
 
 @dataclass
@@ -53,7 +55,8 @@ class TrainingRecord:
         try:
             raw["history"] = [Evaluation(**point) for point in raw["history"]]
         except TypeError as exc:
-            raise ValueError(f"a history entry is not {{step, train_loss, val_loss, elapsed}} ({exc})") from None
+            raise ValueError(f"a history entry is not {{step, train_loss, val_loss, elapsed[, sample]}} "
+                             f"({exc})") from None
         return cls(**raw)
 
 

@@ -54,9 +54,16 @@ def table(rows: list[dict]) -> str:
                            for r in rows])
 
 
-def model_card(milestone: Milestone, record: TrainingRecord) -> str:
+def model_card(milestone: Milestone, record: TrainingRecord, snapshots=()) -> str:
+    """The folder's README.md: what the model is, how it scored, how to load it; ``snapshots``: the steps kept."""
     cfg = record.model_config
     shown = {k: v for k, v in cfg.items() if k != "vocab"}
+    kept = ""
+    if snapshots:
+        steps = ", ".join(f"{s:,}" for s in sorted(snapshots))
+        kept = (f"\n`snapshots/step-S.safetensors` hold the weights as they were at training steps {steps}, in half "
+                f"precision (same tensor names as `model.safetensors`; `SavedModel.at_step(S)` loads one). "
+                f"`history.json` records what the model wrote at every evaluation.\n")
     return f"""---
 library_name: toystory-gpt
 tags: [character-level, toy-story, educational, pytorch_model_hub_mixin]
@@ -77,7 +84,7 @@ Training: `{json.dumps(record.train_config)}`.
 Load it with the project's code: `toystory_gpt.weights.load(folder, milestone)`, or
 `GPT.from_pretrained(folder, strict=True)`. `history.json` holds the loss curve and
 `{milestone.folder}.txt` a sample.
-"""
+{kept}"""
 
 
 def saved_record(weights_dir: Path, milestone: Milestone) -> TrainingRecord | None:

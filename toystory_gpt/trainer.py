@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class TrainConfig:
     patience: int = 5              # stop after this many evaluations without a new best (0: never)
     seed: int = 1337
     bf16: bool = True              # bfloat16 autocast for the forward pass, where the CPU/GPU supports it natively
+    # Evaluation steps whose weights are kept besides the best, to show learning: log-spaced, so early
+    # progress (fast) and late progress (slow) both show.
+    snapshot_steps: tuple[int, ...] = (100, 300, 1000)
 
 
 @dataclass
@@ -42,6 +46,7 @@ class TrainResult:
     steps: int                     # steps actually taken (fewer than max_steps after early stopping)
     wall_time: float
     history: list[Evaluation] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # step -> the weights then
     interrupted: bool = False
 
 
@@ -104,6 +109,24 @@ def optimisation_step(model: torch.nn.Module, loss_of, x: torch.Tensor, y: torch
     return loss.item()  # waits for the step to finish
 
 
+def _unobtrusively(model: torch.nn.Module, sample: Callable[[torch.nn.Module], str] | None) -> str | None:
+    """``sample(model)`` in eval mode, with every RNG state (and the mode) put back afterwards: dropout masks
+    and batches after it are those of a run that never sampled."""
+    if sample is None:
+        return None
+    was_training, cpu_rng = model.training, torch.get_rng_state()
+    device = next(model.parameters()).device
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    model.eval()
+    try:
+        return sample(model)
+    finally:
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+        model.train(was_training)
+
+
 class Trainer:
     """Trains a model on a token stream, evaluating on the full validation split and keeping the best weights.
 
@@ -118,9 +141,12 @@ class Trainer:
         self.train_data = train_data
         self.val_data = val_data
 
-    def run(self, desc: str = "training", checkpoint_dir: Path | None = None) -> TrainResult:
+    def run(self, desc: str = "training", checkpoint_dir: Path | None = None,
+            sample: Callable[[torch.nn.Module], str] | None = None) -> TrainResult:
         """Train; on return the model holds its best-by-validation weights.
-        Ctrl-C stops early, keeping the best so far."""
+        Ctrl-C stops early, keeping the best so far. ``sample(model)``, if given, is called at every evaluation
+        (in eval mode, every RNG state restored after it, so training goes exactly as without it) and what it
+        returns is recorded with that evaluation."""
         cfg, model = self.cfg, self.model
         generator = torch.Generator().manual_seed(cfg.seed)
         batches = BatchSampler(self.train_data, cfg.batch_size, cfg.block_size, generator)
@@ -129,12 +155,13 @@ class Trainer:
         # Weights, gradients and optimizer state stay fp32; only the forward's matmuls run in bf16.
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and bf16_supported(device))
         if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
-            state, best_state = self._restore(checkpoint_dir, optimizer, generator)
+            state, best_state, snapshots = self._restore(checkpoint_dir, optimizer, generator)
         else:
             val = evaluate(model, self.val_data, cfg.block_size)
             state = {"step": 0, "best_val": val, "best_step": 0, "since_best": 0, "elapsed": 0.0,
-                     "history": [{"step": 0, "train_loss": None, "val_loss": val, "elapsed": 0.0}]}
-            best_state = copy.deepcopy(model.state_dict())
+                     "history": [{"step": 0, "train_loss": None, "val_loss": val, "elapsed": 0.0,
+                                  "sample": _unobtrusively(model, sample)}]}
+            best_state, snapshots = copy.deepcopy(model.state_dict()), {}
         start = time.perf_counter() - state["elapsed"]
         running, running_n, interrupted = 0.0, 0, False
         model.train()
@@ -151,17 +178,20 @@ class Trainer:
                     val = evaluate(model, self.val_data, cfg.block_size)
                     state["elapsed"] = time.perf_counter() - start
                     state["history"].append({"step": state["step"], "train_loss": running / running_n,
-                                             "val_loss": val, "elapsed": state["elapsed"]})
+                                             "val_loss": val, "elapsed": state["elapsed"],
+                                             "sample": _unobtrusively(model, sample)})
                     running, running_n = 0.0, 0
                     if val < state["best_val"]:
                         state.update(best_val=val, best_step=state["step"], since_best=0)
                         best_state = copy.deepcopy(model.state_dict())
                     else:
                         state["since_best"] += 1
+                    if state["step"] in cfg.snapshot_steps:
+                        snapshots[state["step"]] = copy.deepcopy(model.state_dict())
                     bar.set_postfix(train=f"{state['history'][-1]['train_loss']:.3f}", val=f"{val:.3f}",
                                     best=f"{state['best_val']:.3f}")
                     if checkpoint_dir is not None:
-                        self._save(checkpoint_dir, state, best_state, optimizer, generator)
+                        self._save(checkpoint_dir, state, best_state, snapshots, optimizer, generator)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -169,19 +199,21 @@ class Trainer:
         model.load_state_dict(best_state)
         model.eval()
         return TrainResult(state["best_val"], state["best_step"], state["step"], time.perf_counter() - start,
-                           [Evaluation(**point) for point in state["history"]], interrupted)
+                           [Evaluation(**point) for point in state["history"]], snapshots, interrupted)
 
-    def _save(self, folder: Path, state: dict, best_state: dict, optimizer, generator: torch.Generator) -> None:
+    def _save(self, folder: Path, state: dict, best_state: dict, snapshots: dict, optimizer,
+              generator: torch.Generator) -> None:
         optim_tensors, optim_settings = checkpoint.split_optimizer(optimizer)
         tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()},
                    **{f"best.{k}": v for k, v in best_state.items()}, **optim_tensors,
+                   **{f"snapshot.{step}.{k}": v for step, weights in snapshots.items() for k, v in weights.items()},
                    "rng.batches": generator.get_state(), "rng.torch": torch.get_rng_state()}
         device = next(self.model.parameters()).device
         if device.type == "cuda":  # dropout masks on a GPU come from its own generator
             tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         checkpoint.save(folder, tensors, dict(state, optimizer=optim_settings, train_config=asdict(self.cfg)))
 
-    def _restore(self, folder: Path, optimizer, generator: torch.Generator) -> tuple[dict, dict]:
+    def _restore(self, folder: Path, optimizer, generator: torch.Generator) -> tuple[dict, dict, dict]:
         tensors, state = checkpoint.load(folder)
         saved_cfg, cfg = state.pop("train_config"), json.loads(json.dumps(asdict(self.cfg)))
         if saved_cfg != cfg:
@@ -203,4 +235,5 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-        return state, part("best.")
+        steps = {int(k.split(".")[1]) for k in tensors if k.startswith("snapshot.")}
+        return state, part("best."), {step: part(f"snapshot.{step}.") for step in sorted(steps)}

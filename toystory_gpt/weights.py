@@ -1,7 +1,9 @@
 """Weights folders: one Hub-shaped folder per milestone, written atomically and loaded with clear errors.
 
 ``weights/milestoneN/`` holds ``config.json`` and ``model.safetensors`` (via ``PyTorchModelHubMixin``),
-``README.md`` (the model card), ``history.json`` (a ``record.TrainingRecord``) and ``milestoneN.txt`` (a sample).
+``README.md`` (the model card), ``history.json`` (a ``record.TrainingRecord``), ``milestoneN.txt`` (a sample)
+and ``snapshots/step-S.safetensors``: the weights as they were at training step S, in half precision
+(the same tensor names as ``model.safetensors``; load one with ``SavedModel.at_step``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from safetensors.torch import load_model
+import torch
+from safetensors.torch import load_file, load_model, save_file
 
 from . import folders, milestones, onnx_decode
 from .milestones import Milestone
@@ -24,6 +27,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 HISTORY_FILE = "history.json"
 CARD_FILE = "README.md"
+SNAPSHOTS_DIR = "snapshots"
+# Snapshots only show how a model learned, so half precision is plenty, and halves what they add to the repo.
+SNAPSHOT_DTYPE = torch.float16
 
 
 class WeightsError(RuntimeError):
@@ -43,29 +49,49 @@ class SavedModel:
     record: TrainingRecord | None
     folder: Path
     _exported: object = field(default=None, init=False, repr=False, compare=False)
-    _export_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _snapshots: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def sample_file(self) -> Path:
         return self.folder / f"{self.milestone.folder}.txt"
 
     @property
+    def snapshot_steps(self) -> list[int]:
+        """The training steps whose weights were kept besides the final ones, in order."""
+        found = (p.name.removeprefix("step-").removesuffix(".safetensors")
+                 for p in (self.folder / SNAPSHOTS_DIR).glob("step-*.safetensors"))
+        return sorted(int(step) for step in found if step.isdecimal())
+
+    def at_step(self, step: int) -> SavedModel:
+        """This model as it was at training step ``step`` (one of ``snapshot_steps``), made on first use."""
+        with self._lock:
+            if step not in self._snapshots:
+                self._snapshots[step] = _load_snapshot(self, step)
+            return self._snapshots[step]
+
+    @property
     def exported(self) -> onnx_decode.OnnxDecoding | None:
         """The model's decoding in ONNX Runtime, made on first use: a loaded model's weights never change.
         None where there is none (see ``onnx_decode.export``), and then it is not tried again."""
-        with self._export_lock:  # two first requests at once must not export twice
+        with self._lock:  # two first requests at once must not export twice
             if self._exported is None:
                 self._exported = onnx_decode.export(self.model) or False
             return self._exported or None
 
 
-def save(folder: Path, model: GPT, record: TrainingRecord, sample: str, card: str) -> None:
+def save(folder: Path, model: GPT, record: TrainingRecord, sample: str, card: str,
+         snapshots: dict[int, dict[str, torch.Tensor]] | None = None) -> None:
     """Write a complete folder, replacing any old one as a whole: an interruption leaves the old one intact."""
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
         (tmp / HISTORY_FILE).write_text(record.to_json(), encoding="utf-8")
         (tmp / f"{Path(folder).name}.txt").write_text(sample, encoding="utf-8")
+        for step, weights in (snapshots or {}).items():
+            (tmp / SNAPSHOTS_DIR).mkdir(exist_ok=True)
+            save_file({name: t.detach().to("cpu", SNAPSHOT_DTYPE).contiguous() for name, t in weights.items()},
+                      tmp / SNAPSHOTS_DIR / f"step-{step}.safetensors", metadata={"step": str(step)})
 
     folders.write(folder, fill)
 
@@ -144,6 +170,20 @@ def load(folder: Path, milestone: Milestone) -> SavedModel:
     _load_tensors(folder, model)
     model.eval()
     return SavedModel(milestone, model, CharTokenizer(config.vocab), read_record(folder), folder)
+
+
+def _load_snapshot(saved: SavedModel, step: int) -> SavedModel:
+    file = f"{SNAPSHOTS_DIR}/step-{step}.safetensors"
+    if step not in saved.snapshot_steps:
+        kept = ", ".join(map(str, saved.snapshot_steps)) or "none"
+        raise WeightsError(saved.folder, file, f"no snapshot at step {step} (kept: {kept})")
+    model = GPT(saved.model.config)
+    try:
+        model.load_state_dict({name: t.float() for name, t in load_file(saved.folder / file).items()}, strict=True)
+    except Exception as exc:  # truncated, garbage, or tensors of another model
+        raise WeightsError(saved.folder, file, f"cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
+    model.eval()
+    return SavedModel(saved.milestone, model, saved.tokenizer, saved.record, saved.folder)
 
 
 def load_all(weights_dir: Path) -> tuple[list[SavedModel], dict[int, WeightsError]]:

@@ -75,11 +75,11 @@ def build(context) -> None:
     ladder = milestones.LADDER
     available = sorted(comparison.models)
 
-    def run(milestones, prompt, length, temperature, top_k, seed):
-        """Continue the prompt with each chosen milestone; returns one text per milestone of the ladder, in order
-        ("" where not chosen)."""
+    def run(milestones, prompt, length, temperature, top_k, seed, step=compare.FINAL):
+        """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
+        ``step``; returns one text per milestone of the ladder, in order ("" where not chosen)."""
         try:
-            request = comparison.request(milestones, prompt, length, temperature, top_k, seed)
+            request = comparison.request(milestones, prompt, length, temperature, top_k, seed, step)
         except compare.InvalidRequest as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         if dropped := comparison.dropped(request):
@@ -104,6 +104,10 @@ def build(context) -> None:
                               info="Sample only from the k likeliest characters; 0 = off")
             seed = gr.Number(compare.DEFAULTS["seed"], label="Seed", precision=0, minimum=0, maximum=compare.MAX_SEED,
                              info="Same seed and settings → the same text, so comparisons are fair")
+            step = gr.Dropdown([("final (best)", compare.FINAL),
+                                *((f"as at step {s:,}", s) for s in comparison.snapshot_steps())],
+                               value=compare.FINAL, label="Weights", elem_id="weights-step",
+                               info="The milestones as they were part-way through training (snapshots kept then)")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -125,7 +129,8 @@ def build(context) -> None:
                                                 max_lines=100, interactive=False, buttons=["copy"],
                                                 elem_id=f"text-{m.number}"))
                     cards.append(card)
-    event = gr.on([generate.click, prompt.submit], run, inputs=[chosen, prompt, length, temperature, top_k, seed],
+    event = gr.on([generate.click, prompt.submit], run,
+                  inputs=[chosen, prompt, length, temperature, top_k, seed, step],
                   outputs=texts, api_name="generate", preprocess=False,  # compare.validate checks raw API input
                   show_progress="minimal", concurrency_limit=CONCURRENCY)
     stop.click(None, cancels=[event])
