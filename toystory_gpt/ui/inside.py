@@ -73,7 +73,8 @@ CSS = """
 .ins-card h4 { margin: 0 0 0.2rem; font-size: 0.85rem; }
 .ins-card table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 0;
                  border: none !important; }
-.ins-card th, .ins-card td { border: none !important; padding: 1px 2px !important; background: none !important; }
+.ins-card tr, .ins-card th, .ins-card td { border: none !important; padding: 1px 2px !important;
+                                           background: none !important; }
 .ins-card th { font-weight: normal; opacity: 0.7; text-align: left; font-size: 0.72rem; }
 .ins-card td.ins-ch { font-family: var(--font-mono); width: 2.2rem; white-space: pre; }
 .ins-bar { position: relative; height: 1.05rem; background: var(--background-fill-primary); }
