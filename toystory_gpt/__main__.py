@@ -2,6 +2,7 @@
 
     python -m toystory_gpt evaluate --corpus PATH [--weights DIR] [--json]
     python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --length 300 --seed 0 [--weights DIR] [--json]
+    python -m toystory_gpt inspect surprise|next_chars|attention --text "Hello" [--milestones 2,8] [--json]
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import torch
 
 from . import compare, corpus, hub, milestones, publish, report, weights
+from . import inspect as inside
 from .milestones import milestone_list
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
@@ -68,6 +71,39 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    """Inside the models, as the app's Inside tab and its APIs show it: surprise, next characters or attention."""
+    torch.set_num_threads(1)
+    comparison = compare.Comparison.from_folder(hub.resolve(args.weights))
+    chosen = args.milestones or sorted(comparison.models)
+    if args.view == "surprise":
+        result = inside.surprise(comparison, args.text, chosen)
+    elif args.view == "next_chars":
+        result = inside.next_chars(comparison, args.text, chosen, args.temperature, args.top_k, args.k, args.position)
+    else:
+        result = inside.attention(comparison, args.text, chosen[-1], args.position)
+    if result["dropped"]:
+        print(f"note: left out characters the vocabulary lacks: {result['dropped']!r}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    elif args.view == "surprise":
+        print(report.markdown_table(["milestone", "bits/char", "most surprised by"], [
+            [milestones.LADDER[m["milestone"]].label, f"{m['bits_per_char']:.3f}",
+             f"{result['text'][max(range(len(m['bits'])), key=m['bits'].__getitem__)]!r}"]
+            for m in result["milestones"]]), end="")
+    elif args.view == "next_chars":
+        for m in result["milestones"]:
+            guesses = ", ".join(f"{c['char']!r} {c['probability']:.3f}→{c['sampled_probability']:.3f}"
+                                for c in m["chars"])
+            print(f"{milestones.LADDER[m['milestone']].label}: {guesses}")
+    else:
+        last = np.array(result["weights"])[:, :, -1].mean(1)  # (layers, T): the last query, averaged over heads
+        for layer, row in enumerate(last, start=1):
+            top = np.argsort(-row)[:5]
+            print(f"layer {layer}: " + ", ".join(f"{result['characters'][j]!r} {row[j]:.3f}" for j in top))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toystory_gpt", description="Toy Story GPT tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
     gen.set_defaults(run=cmd_generate)
+    ins = sub.add_parser("inspect", help=cmd_inspect.__doc__)
+    ins.add_argument("view", choices=["surprise", "next_chars", "attention"])
+    ins.add_argument("--text", required=True, help="the text to read (from the start of a line)")
+    ins.add_argument("--milestones", type=milestone_list,
+                     help="comma-separated milestone numbers (default: every one that loads; attention: the last)")
+    ins.add_argument("--temperature", type=float, default=compare.DEFAULTS["temperature"], help="next_chars only")
+    ins.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"], help="next_chars only (0 = all)")
+    ins.add_argument("--k", type=int, default=5, help="next_chars: how many characters to list")
+    ins.add_argument("--position", type=int,
+                     help="next_chars, attention: predict text[position] (default: what follows the text)")
+    ins.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
+    ins.add_argument("--json", action="store_true", help="print the API's JSON result")
+    ins.set_defaults(run=cmd_inspect)
     publish.add_commands(sub)
     args = parser.parse_args(argv)
     try:

@@ -17,11 +17,11 @@ import torch
 from .. import compare as comparing
 from .. import milestones, report
 from ..record import RunSummary
-from . import about, compare, training
+from . import about, compare, inside, training
 
 log = logging.getLogger("toystory_gpt.app")
 
-TABS = (compare, training, about)
+TABS = (compare, inside, training, about)
 QUEUE_SIZE = 32         # more waiting visitors than this are told the app is busy instead of queueing for minutes
 # Visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB.
 SESSIONS_KEPT = 1000
@@ -39,7 +39,9 @@ CSS = """
 @media (max-width: 640px) {
   #header h1 { font-size: 1.6rem; }
   #header .lede { font-size: 0.95rem; }
+  #ladder ol { columns: 2; column-gap: 1.2rem; }
   #ladder li { font-size: 0.85rem; margin-bottom: 0.1rem; }
+  #ladder .idea { display: none; }  /* on a phone, the names only: the controls fit on the first screen */
 }
 """ + "".join(tab.CSS for tab in TABS if hasattr(tab, "CSS"))
 
@@ -57,7 +59,7 @@ class Context:
 
 def header_markdown() -> str:
     ladder = milestones.LADDER
-    items = "\n".join(f"1. **{m.name}** — {m.idea}" for m in ladder)
+    items = "\n".join(f'1. **{m.name}** <span class="idea">— {m.idea}</span>' for m in ladder)
     return f"""<div id="header">
 
 # Toy Story GPT
