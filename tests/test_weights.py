@@ -36,7 +36,8 @@ def test_load_all_returns_every_milestone_in_order(quick_weights):
 
 def test_folder_is_hub_shaped_without_pickle(quick_weights):
     names = {p.name for p in (quick_weights / "milestone3").iterdir()}
-    assert names == {"config.json", "model.safetensors", "README.md", "history.json", "milestone3.txt"}
+    assert names == {"config.json", "model.safetensors", "README.md", "history.json", "milestone3.txt", "snapshots"}
+    assert {p.suffix for p in (quick_weights / "milestone3" / "snapshots").iterdir()} == {".safetensors"}
     assert not list(quick_weights.rglob("*.bin")) and not list(quick_weights.rglob("*.pt"))
 
 

@@ -27,9 +27,9 @@ CSS = """
 
 
 def records(weights_dir) -> dict:
-    """What training recorded for each model of the ladder that has a record, the ablation included."""
-    found = ((m, report.saved_record(weights_dir, m)) for m in milestones.LADDER.models)
-    return {m: record for m, record in found if record is not None}
+    """What training recorded for each model of the ladder that has a record, the ablation included, by folder."""
+    found = ((m.folder, report.saved_record(weights_dir, m)) for m in milestones.LADDER.models)
+    return {folder: record for folder, record in found if record is not None}
 
 
 def training_curves(weights_dir) -> pd.DataFrame:
@@ -38,7 +38,10 @@ def training_curves(weights_dir) -> pd.DataFrame:
     The plots' legends show only the milestone number (``milestone``): nine full names do not fit in one row.
     """
     rows = []
-    for m, record in records(weights_dir).items():
+    found = records(weights_dir)
+    for m in milestones.LADDER.models:
+        if (record := found.get(m.folder)) is None:
+            continue
         key = "ablation" if m.is_ablation else str(m.number)
         rows += [{"milestone": key, "model": m.label, "step": point.step, "split": split, "loss": loss}
                  for point in record.history for split, loss in (("train", point.train_loss), ("val", point.val_loss))
@@ -59,7 +62,8 @@ def marked(curves: pd.DataFrame, split: str, step: int) -> pd.DataFrame:
 
 def evaluation_steps(found: dict) -> list[int]:
     """Every step at which some milestone was evaluated (and so wrote a sample), in order."""
-    return sorted({point.step for m, record in found.items() if not m.is_ablation for point in record.history})
+    return sorted({point.step for m in milestones.LADDER if (record := found.get(m.folder)) is not None
+                   for point in record.history})
 
 
 def rewind_html(found: dict, step: int) -> str:
@@ -67,7 +71,7 @@ def rewind_html(found: dict, step: int) -> str:
     ``step`` if it stopped earlier or skipped that step)."""
     cards = []
     for m in milestones.LADDER:
-        record = found.get(m)
+        record = found.get(m.folder)
         if record is None:
             continue
         before = [point for point in record.history if point.step <= step]
