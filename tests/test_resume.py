@@ -26,9 +26,7 @@ ARGS = ["--quick", "--milestones", "8", "--max-steps", "60"]
 CHILD = textwrap.dedent("""
     import os, sys, time
     import torch
-    from safetensors.torch import load_file
-
-import train
+    import train
     from toystory_gpt import checkpoint, model
     point = sys.argv[1]
     torch.set_num_threads(int(sys.argv[2]))  # the parent's: thread count changes float summation order
