@@ -43,7 +43,7 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 
 train: $(VENV)/.runtime
-	$(PY) train.py --jobs 2 $(if $(CORPUS),--corpus $(CORPUS))
+	$(PY) train.py $(if $(CORPUS),--corpus $(CORPUS))
 
 # Checked before the virtualenv is made, so a missing name costs nothing.
 ifneq ($(filter space,$(MAKECMDGOALS)),)

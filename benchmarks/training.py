@@ -1,6 +1,7 @@
 """Training speed: tokens per second of the milestone-8 model under our Trainer's settings against Hugging
-Face GPT-2 of identical dimensions, batch, optimizer and autocast, in one run; the estimated FLOP
-utilisation of both; and how long the full ``train.py`` build took.
+Face GPT-2 of identical dimensions, dropout placement, batch, optimizer and autocast, in one run; what
+dropout costs (milestone 8's step against milestone 7's, identical but for dropout) in fp32 and bf16; the
+estimated FLOP utilisation; and how long the full ``train.py`` build took.
 
     python benchmarks/training.py            # the full run (about a minute)
     python benchmarks/training.py --quick    # fewer steps: well under a minute
@@ -8,7 +9,7 @@ utilisation of both; and how long the full ``train.py`` build took.
     python benchmarks/training.py --build    # also rerun `train.py --jobs 2` into a temporary folder, timed
     python benchmarks/training.py --compile  # also time our model under torch.compile (~30 s of compiling)
 
-Target: our model trains at >= 1.5x the tokens/s of HF GPT-2.
+Targets: our model trains at >= 1.5x the tokens/s of HF GPT-2; milestone 8's step <= 1.15x milestone 7's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from toystory_gpt.trainer import TrainConfig, bf16_supported, learning_rate, mak
 
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"
 TARGET_RATIO_VS_HF = 1.5
+TARGET_DROPOUT_COST = 1.15
 
 
 def flops_per_token(model: GPT) -> int:
@@ -81,6 +83,23 @@ def tokens_per_second(steppers: dict, tokens_per_step: int, rounds: int, steps: 
                 stepper()
             times[name].append((time.perf_counter() - start) / steps)
     return {name: tokens_per_step / statistics.median(t) for name, t in times.items()}
+
+
+def dropout_cost(cfg: TrainConfig, batches: BatchSampler, rounds: int, steps: int) -> dict:
+    """ms per step of milestones 7 and 8 (identical but for dropout), taking turns, in fp32 and, where the CPU
+    has it natively, under bf16 autocast."""
+    precisions = [False, True] if bf16_supported(torch.device("cpu")) else [False]
+    result = {}
+    for bf16 in precisions:
+        models = {n: GPT(LADDER[n].model_config(SCREENPLAY_VOCAB)) for n in (7, 8)}
+        steppers = {n: Stepper(model, lambda x, y, model=model: model(x, y)[1], cfg, batches, bf16)
+                    for n, model in models.items()}
+        for stepper in steppers.values():
+            stepper()  # warmup
+        rates = tokens_per_second(steppers, cfg.batch_size * cfg.block_size, rounds, steps)
+        ms = {n: cfg.batch_size * cfg.block_size / rate * 1e3 for n, rate in rates.items()}
+        result["bf16" if bf16 else "fp32"] = {"milestone7_ms": ms[7], "milestone8_ms": ms[8], "ratio": ms[8] / ms[7]}
+    return result
 
 
 def recorded_build(weights_dir: Path) -> dict | None:
@@ -165,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     ratio = rates["ours"] / rates["hf"]
     hf_params = sum(p.numel() for p in hf.parameters())
+    costs = dropout_cost(cfg, batches, rounds, steps)
+    dropout_met = all(c["ratio"] <= TARGET_DROPOUT_COST for c in costs.values())
 
     if args.json:
         print(json.dumps({**facts, "batch_size": cfg.batch_size, "block_size": cfg.block_size,
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                           "milestone8_flop_utilisation": flops * rates["ours"] / peaks[peak_name],
                           "hf_gpt2_flop_utilisation": flops * rates["hf"] / peaks[peak_name],
                           "build": build, "target_ratio_vs_hf_gpt2_met": ratio >= TARGET_RATIO_VS_HF,
+                          "dropout_cost": costs, "target_dropout_cost_met": dropout_met,
                           **({"compiled_tokens_per_s": rates["compiled"], "compile_warmup_s": warmup["compiled"]}
                              if args.compile else {})}))
         return 0
@@ -213,6 +235,13 @@ the models taking turns, after 3 warmup steps each.
 {table(["model", "params", "tokens/s", "s/step", "GFLOP/s", f"of {peak_name} peak"], rows)}
 
 Ours ÷ HF GPT-2: {ratio:.2f}× (target ≥ {TARGET_RATIO_VS_HF}×: {verdict(ratio >= TARGET_RATIO_VS_HF)}){compile_text}
+
+What dropout costs: milestone 8's step against milestone 7's (the same model but for dropout {ours.config.dropout}),
+taking turns, {args.threads} thread{'s' * (args.threads != 1)}:
+
+{table(["precision", "milestone 7 ms/step", "milestone 8 ms/step", "8 ÷ 7"],
+       [[p, f"{c['milestone7_ms']:.0f}", f"{c['milestone8_ms']:.0f}", f"{c['ratio']:.2f}×"] for p, c in costs.items()])}
+Target ≤ {TARGET_DROPOUT_COST}× in every precision: {verdict(dropout_met)}.
 FLOPs per token: {flops / 1e6:.2f} M = 6 × matmul weights + 12 × layers × width × context (same dimensions for both).
 Peak = one {size}×{size} matmul's achieved rate here: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, \
 bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s;

@@ -14,6 +14,8 @@ import torch.nn as nn
 from huggingface_hub import PyTorchModelHubMixin
 from torch.nn import functional as F
 
+from .dropout import Dropout
+
 
 @dataclass
 class GPTConfig:
@@ -70,7 +72,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         self.keys, self.values, self.weights = Probe(), Probe(), Probe()
 
     def forward(self, x):
@@ -96,7 +98,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
@@ -141,7 +143,7 @@ class GPT(nn.Module, PyTorchModelHubMixin,
         else:
             self.wte = nn.Embedding(V, C)
             self.wpe = nn.Embedding(config.block_size, C)
-            self.drop = nn.Dropout(config.dropout)
+            self.drop = Dropout(config.dropout)
             self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
             self.ln_f = nn.LayerNorm(C) if config.layer_norm else nn.Identity()
             self.lm_head = nn.Linear(C, V, bias=False)
