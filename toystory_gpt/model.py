@@ -71,7 +71,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.dropout = config.dropout
+        self.attn_dropout = Dropout(config.dropout)  # on the attention weights, as GPT-2 does
         self.resid_dropout = Dropout(config.dropout)
         self.keys, self.values, self.weights = Probe(), Probe(), Probe()
 
@@ -80,13 +80,14 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         k, v = self.keys(k), self.values(v)
-        dropout = self.dropout if self.training else 0.0
-        if self.weights.watched:  # the fused kernel below never forms the weights, so spell them out
+        # The fused kernel never forms the weights: spell them out when someone watches them or dropout must
+        # zero some (its own dropout would leave the fused kernel anyway, with torch's slower masks).
+        if self.weights.watched or (self.training and self.attn_dropout.p):
             att = (q @ k.transpose(-2, -1)) * k.size(-1) ** -0.5  # (B, nh, T, T)
             att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
-            y = F.dropout(self.weights(F.softmax(att, dim=-1)), dropout) @ v
+            y = self.attn_dropout(self.weights(F.softmax(att, dim=-1))) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
