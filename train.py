@@ -33,7 +33,7 @@ SAMPLE_PROMPT = "WOODY: "
 SAMPLE_LENGTH = 600
 SAMPLE_TEMPERATURE = 0.8
 # What each model writes at every evaluation while it trains: the same prompt, temperature and seed
-# (TrainConfig.seed) as the final sample, so the rewind in the app ends on the start of that sample.
+# (TrainConfig.seed) as the final sample, so what it wrote at its best step starts that sample.
 RECORD_LENGTH = 200
 
 QUICK_MODEL = dict(block_size=32, n_embd=32)
@@ -81,7 +81,7 @@ def train_one(milestone: Milestone, vocab: str, train_cfg: TrainConfig, data: tu
         sample += f"Corpus statistics (clean text, both splits):\n{corpus.CorpusStats(**stats).to_text()}\n"
     sample += SAMPLE_PROMPT + text + "\n"
     snapshots = {} if milestone.is_ablation else result.snapshots  # the ablation is not shown in the app
-    weights.save(out / milestone.folder, model, record, sample, report.model_card(milestone, record, snapshots),
+    weights.save(out / milestone.folder, model, record, sample, report.model_card(milestone, record, sorted(snapshots)),
                  snapshots)
     checkpoint.remove(saved_state)
 

@@ -92,7 +92,8 @@ def test_a_broken_snapshot_is_a_clear_error(quick_weights, tmp_path):
     shutil.copytree(quick_weights / "milestone8", tmp_path / "milestone8")
     (tmp_path / "milestone8" / "snapshots" / "step-10.safetensors").write_bytes(b"\0" * 100)
     saved = weights.load(tmp_path / "milestone8", LADDER[8])
-    with pytest.raises(weights.WeightsError, match=r"milestone8: snapshots/step-10.safetensors: cannot be loaded"):
+    with pytest.raises(weights.WeightsError,
+                       match=r"milestone8: snapshots/step-10.safetensors: not a readable safetensors file"):
         saved.at_step(10)
 
 

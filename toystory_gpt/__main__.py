@@ -2,7 +2,9 @@
 
     python -m toystory_gpt evaluate --corpus PATH [--weights DIR] [--json]
     python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --length 300 --seed 0 [--weights DIR] [--json]
+    python -m toystory_gpt generate --milestones 3,8 --step 300          # as they were at training step 300
     python -m toystory_gpt inspect surprise|next_chars|attention --text "Hello" [--milestones 2,8] [--json]
+    python -m toystory_gpt publish space|model OWNER/NAME [--dry-run] [--private]
 """
 
 from __future__ import annotations

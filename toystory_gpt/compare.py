@@ -26,8 +26,8 @@ MAX_TOP_K = 100         # above the vocabulary size, top-k keeps everything, as 
 MAX_SEED = 2**32 - 1
 CHUNK = 16              # characters a milestone writes per turn when several stream together (see Comparison.stream)
 
-DEFAULTS = dict(prompt="WOODY:", length=300, temperature=0.8, top_k=0, seed=0, step="final")
 FINAL = "final"         # the weights training kept as best; any other step names a snapshot
+DEFAULTS = dict(prompt="WOODY:", length=300, temperature=0.8, top_k=0, seed=0, step=FINAL)
 
 
 class InvalidRequest(ValueError):
@@ -74,8 +74,8 @@ def _whole(value, name: str, low: int, high: int) -> int:
     return value
 
 
-def _milestone_number(value):
-    """Gradio's API page lists the choices as strings, so "5" is accepted as well as 5."""
+def _number_from_text(value):
+    """Gradio's API page lists choices as strings, so "5" is accepted as well as 5."""
     if isinstance(value, str) and len(value) <= 20 and value.strip().isdecimal():
         return int(value)
     return value
@@ -85,9 +85,7 @@ def _step(value) -> int | None:
     """"final" (or nothing) for the final weights, else a training step as a whole number."""
     if value is None or value == FINAL:
         return None
-    if isinstance(value, str) and len(value) <= 20 and value.strip().isdecimal():
-        value = int(value)  # a dropdown or an API page may send the step as text
-    return _whole(value, f'step (or "{FINAL}")', 0, 10**9)
+    return _whole(_number_from_text(value), f'step (or "{FINAL}")', 0, 10**9)
 
 
 def validate(milestones: Sequence, prompt, length, temperature, top_k, seed, step=FINAL) -> Request:
@@ -95,7 +93,7 @@ def validate(milestones: Sequence, prompt, length, temperature, top_k, seed, ste
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
         raise InvalidRequest(f"milestones must be a list of milestone numbers 1-{len(ladders.LADDER)}, "
                              f"got {_show(milestones)}")
-    numbers = {_whole(_milestone_number(n), "each milestone", 1, len(ladders.LADDER)) for n in milestones}
+    numbers = {_whole(_number_from_text(n), "each milestone", 1, len(ladders.LADDER)) for n in milestones}
     if not numbers:
         raise InvalidRequest("Choose at least one milestone to compare.")
     prompt = "" if prompt is None else prompt
@@ -147,6 +145,12 @@ class Comparison:
                 raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} kept no weights at step "
                                      f"{request.step:,}; it kept steps {', '.join(map(str, kept)) or 'none'} "
                                      f'and "{FINAL}".')
+            if request.step is not None:
+                try:  # loaded now (and kept), so that a broken snapshot is a message, not a failed stream
+                    self.models[number].at_step(request.step)
+                except WeightsError as exc:
+                    raise InvalidRequest(f"Milestone {ladders.LADDER[number].label}'s weights at step "
+                                         f"{request.step:,} are broken ({exc}).") from None
         return request
 
     def snapshot_steps(self) -> list[int]:
@@ -169,10 +173,13 @@ class Comparison:
         texts = [""] * len(place)
         streams = []
         for number in request.milestones:
-            saved = self.models[number] if request.step is None else self.models[number].at_step(request.step)
+            if request.step is None:
+                saved, exported = self.models[number], self.models[number].exported
+            else:  # a snapshot decodes in PyTorch: exporting it would hold up this request and keep ~100 MB
+                saved, exported = self.models[number].at_step(request.step), None
             streams.append((place[number], generate(saved.model, saved.tokenizer, request.prompt, request.length,
                                                     request.temperature, request.top_k, request.seed,
-                                                    exported=saved.exported)))
+                                                    exported=exported)))
         for _ in range(0, request.length, CHUNK):
             for i, characters in streams:
                 texts[i] += "".join(itertools.islice(characters, CHUNK))

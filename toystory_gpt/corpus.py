@@ -22,6 +22,7 @@ import collections
 import hashlib
 import os
 import re
+import socket
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +57,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str) -> Path:
+def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest`` with a progress bar and check its SHA-256; never leave a partial file.
 
     ``torch.hub.download_url_to_file`` writes to a temporary file beside ``dest`` and moves it into
     place only once the checksum matches, so an interrupted or corrupt download cannot poison the cache.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # torch.hub takes no timeout: without this a stalled server would hang training forever.
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
     try:
         torch.hub.download_url_to_file(url, str(dest), hash_prefix=sha256, progress=True)
     except RuntimeError as exc:  # what it raises for a wrong checksum
@@ -74,6 +78,8 @@ def download(url: str, dest: Path, sha256: str) -> Path:
             f"Offline? Pass a local copy with --corpus PATH or set ${CORPUS_ENV}; "
             f"see data/README.md for the source and checksum"
         ) from exc
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
     return dest
 
 

@@ -25,7 +25,7 @@ class Dropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         self.p = p
-        dropped = round(p * _LEVELS)
+        dropped = min(round(p * _LEVELS), _LEVELS - 1)  # a p within 2^-17 of 1 still keeps one level
         self.threshold = dropped - _LEVELS // 2  # int16 values below it are dropped
         self.scale = _LEVELS / (_LEVELS - dropped)
 

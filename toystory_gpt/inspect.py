@@ -165,8 +165,7 @@ def look(comparison: Comparison, req: Request, slot: int, with_attention: bool =
 def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperature: float, top_k: int, k: int) -> dict:
     """The ``k`` likeliest next characters by the model's own probability, each also as the sampler would draw it
     at this temperature and top-k; and the true next character's rank, when there is one."""
-    raw = np.exp(seen.logits.astype(np.float64) - seen.logits.max())
-    raw /= raw.sum()
+    raw = distribution(seen.logits, 1.0, 0)  # the model's own softmax
     sampled = distribution(seen.logits, temperature, top_k)
     order = np.argsort(-raw, kind="stable")
     vocab = saved.tokenizer.vocab

@@ -22,8 +22,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from huggingface_hub.utils import filter_repo_objects
 from tqdm import tqdm
 
 from . import corpus, hub, weights
@@ -31,7 +30,7 @@ from . import corpus, hub, weights
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # What the Space runs: app.py, the package it imports (``*`` spans subfolders) and the weights it serves.
 # train.py, tests/ and benchmarks/ are left out: a CPU Space only serves, and every file sent is one more to check.
-SPACE_CODE = ["app.py", "toystory_gpt/*.py", "requirements.txt", "README.md", "LICENSE", "docs/screenshot.png"]
+SPACE_CODE = ["app.py", "toystory_gpt/*.py", "requirements.txt", "README.md", "LICENSE", "docs/*.png"]
 SPACE_WEIGHTS = ["weights/*"]
 # Hidden entries are never the project's: training's .checkpoints/ and its half-written or replaced
 # folders (.milestoneN.tmp-PID, .milestoneN.old-PID), virtualenvs, editor and tool files.
@@ -149,6 +148,12 @@ def check(upload: Upload, screenplay: Path | None) -> None:
 def check_weights(folder: Path) -> None:
     """Refuse weights the app could not serve: no milestone at all, or one that fails to load."""
     loaded, broken = weights.load_all(folder)
+    for saved in loaded:  # the snapshots the app offers too
+        for step in saved.snapshot_steps:
+            try:
+                saved.at_step(step)
+            except weights.WeightsError as exc:
+                broken[f"{saved.milestone.number}@{step}"] = exc
     if broken:
         raise PublishError("refusing to publish broken weights, nothing was sent:\n  "
                            + "\n  ".join(str(error) for error in broken.values()))
@@ -236,11 +241,9 @@ def cmd_publish(args) -> int:
 
 
 def repo_id(value: str) -> str:
-    """An argparse type: a Hub repo id, checked by huggingface_hub's own rules."""
-    try:
-        validate_repo_id(value)
-    except HFValidationError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a Hub repo id like OWNER/NAME: {exc}") from None
+    """An argparse type: a Hub repo id OWNER/NAME, checked by huggingface_hub's own rules (``hub.is_repo_id``)."""
+    if not hub.is_repo_id(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Hub repo id like OWNER/NAME")
     return value
 
 

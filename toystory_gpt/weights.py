@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file
+from safetensors.torch import load_model, save_file
 
 from . import folders, milestones, onnx_decode
 from .milestones import Milestone
@@ -135,26 +135,27 @@ _SIZE_MISMATCH = re.compile(r"size mismatch for (\S+): copying a param with shap
                             r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
 
 
-def _load_tensors(folder: Path, model: GPT) -> None:
-    """Load the weights file into ``model``: every tensor present, of the shape the config gives, nothing extra."""
+def _load_tensors(folder: Path, model: GPT, file: str = WEIGHTS_FILE) -> None:
+    """Load a weights file (half precision too) into ``model``: every tensor present, of the shape the config
+    gives, nothing extra."""
     try:
-        missing, unexpected = load_model(model, folder / WEIGHTS_FILE, strict=False)
+        missing, unexpected = load_model(model, folder / file, strict=False)
     except RuntimeError as exc:
         if not (found := _SIZE_MISMATCH.search(str(exc))):
-            raise WeightsError(folder, WEIGHTS_FILE, f"cannot be loaded ({' '.join(str(exc).split())[:300]})") from None
+            raise WeightsError(folder, file, f"cannot be loaded ({' '.join(str(exc).split())[:300]})") from None
         name, got, needed = found.group(1), [int(d) for d in found.group(2).split(",")], found.group(3)
         if name in _VOCAB_TENSORS and got[0] != model.config.vocab_size:
             raise WeightsError(folder, CONFIG_FILE, f"its vocabulary has {model.config.vocab_size} characters but the "
                                                     f"weights were trained with {got[0]}") from None
-        raise WeightsError(folder, WEIGHTS_FILE, f"tensor {name!r} has shape {got}, config.json needs "
+        raise WeightsError(folder, file, f"tensor {name!r} has shape {got}, config.json needs "
                                                  f"[{needed}]") from None
     except Exception as exc:  # truncated, garbage, or not safetensors at all
-        raise WeightsError(folder, WEIGHTS_FILE,
+        raise WeightsError(folder, file,
                            f"not a readable safetensors file ({' '.join(str(exc).split())[:200]})") from None
     if missing:
-        raise WeightsError(folder, WEIGHTS_FILE, f"missing tensors {sorted(missing)} that config.json calls for")
+        raise WeightsError(folder, file, f"missing tensors {sorted(missing)} that config.json calls for")
     if unexpected:
-        raise WeightsError(folder, WEIGHTS_FILE,
+        raise WeightsError(folder, file,
                            f"unexpected tensors {sorted(unexpected)}: config.json describes another model")
 
 
@@ -178,10 +179,7 @@ def _load_snapshot(saved: SavedModel, step: int) -> SavedModel:
         kept = ", ".join(map(str, saved.snapshot_steps)) or "none"
         raise WeightsError(saved.folder, file, f"no snapshot at step {step} (kept: {kept})")
     model = GPT(saved.model.config)
-    try:
-        model.load_state_dict({name: t.float() for name, t in load_file(saved.folder / file).items()}, strict=True)
-    except Exception as exc:  # truncated, garbage, or tensors of another model
-        raise WeightsError(saved.folder, file, f"cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
+    _load_tensors(saved.folder, model, file)  # copying into float32 parameters converts the half precision
     model.eval()
     return SavedModel(saved.milestone, model, saved.tokenizer, saved.record, saved.folder)
 

@@ -127,6 +127,7 @@ def build(context) -> None:
             time.sleep(PLAY_DELAY)
 
     rewind.change(show, rewind, [cards, *plots], api_visibility="private", show_progress="hidden")
-    play.click(walk, None, rewind, api_visibility="private", show_progress="hidden")
+    # No limit: it only sleeps between steps, so one visitor's Play must not make the others' wait.
+    play.click(walk, None, rewind, api_visibility="private", show_progress="hidden", concurrency_limit=None)
     gr.Markdown(report.table(context.rows) if context.rows else "_No training results found._", elem_id="results")
     gr.Markdown(corpus_statistics(context.summary), elem_id="corpus-stats")
