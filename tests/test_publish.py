@@ -20,16 +20,20 @@ from huggingface_hub import HfApi, constants
 from tests.conftest import ROOT, free_port
 from toystory_gpt import corpus, publish
 from toystory_gpt.__main__ import main
+from toystory_gpt.trainer import TrainConfig
 
 HAZARDS = ["data/cache/toy-story-1995-screenplay.txt", ".venv/lib/python3.11/site-packages/x.py",
            "weights/.checkpoints/milestone8/state.json", "weights/.milestone8.tmp-123/model.safetensors",
            "weights/.milestone8.old-123/config.json"]
 JUNK = ["toystory_gpt/__pycache__/publish.cpython-311.pyc", "weights/milestone8/.DS_Store"]  # harmless, not needed
-APP_NEEDS = ["app.py", "requirements.txt", "README.md", "LICENSE", "docs/screenshot.png", "weights/README.md",
-             "weights/results.json", *(f"weights/{folder}/{name}" for folder in
-                                       [*(f"milestone{n}" for n in range(1, 9)), "ablation-deep-no-residual"]
-                                       for name in ("config.json", "model.safetensors", "history.json", "README.md",
-                                                    f"{folder}.txt"))]
+APP_NEEDS = ["app.py", "requirements.txt", "README.md", "LICENSE", "docs/screenshot.png", "docs/inside.png",
+             "weights/README.md", "weights/results.json",
+             *(f"weights/{folder}/{name}" for folder in
+               [*(f"milestone{n}" for n in range(1, 9)), "ablation-deep-no-residual"]
+               for name in ("config.json", "model.safetensors", "history.json", "README.md", f"{folder}.txt")),
+             # the snapshots the Compare tab's Weights choice serves (the ablation keeps none)
+             *(f"weights/milestone{n}/snapshots/step-{step}.safetensors" for n in range(1, 9)
+               for step in TrainConfig().snapshot_steps)]
 
 
 def worktree_files() -> list[str]:
