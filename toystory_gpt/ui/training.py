@@ -106,7 +106,7 @@ def build(context) -> None:
         for split, title in (("val", "Validation loss"), ("train", "Training loss (mean since the last evaluation)")):
             plots.append(gr.LinePlot(marked(curves, split, last), x="step", y="loss", color="milestone", title=title,
                                      y_title="nats/char", tooltip=["model", "step", "loss"], height=360, min_width=340,
-                                     color_map={NOW: "#111827"}, elem_id=f"{split}-plot"))
+                                     elem_id=f"{split}-plot"))
     gr.Markdown("### Rewind: what each milestone wrote as it learned\n"
                 "At every evaluation, training recorded a sample: the same prompt and seed every time. Drag the "
                 "slider (or press Play) to watch the ladder learn to write. Snapshots of the weights at some of these "
