@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import settings
@@ -40,6 +41,31 @@ def small_model(milestone, spread: float | None = None, vocab: str = TEST_VOCAB,
             for p in model.parameters():
                 p.normal_(0.0, spread)
     return model
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright's own browser download is not reachable here
+# The machine's network is closed: without these, Chromium stalls on its own background connections.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, driven by Playwright; the test is skipped where either is missing."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no {CHROMIUM}: apt-get install chromium")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
+        yield browser
+        browser.close()
+
+
+def last_logits(model, ids) -> np.ndarray:
+    """The model's next-token logits (V,) after ``ids``, by one full forward pass: what decoders must match."""
+    with torch.no_grad():
+        return model(torch.tensor([ids]))[0][0, -1].numpy()
 
 
 @pytest.fixture(scope="session")

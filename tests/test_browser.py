@@ -12,23 +12,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import TIMEOUT_MS
 from toystory_gpt import compare
 from toystory_gpt.milestones import LADDER
 
-playwright = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-# The machine's network is closed: without these, Chromium stalls on its own background connections.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync", "--disable-quic"]
-TIMEOUT_MS = 30_000
-
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no {CHROMIUM}: apt-get install chromium")]
+pytestmark = pytest.mark.browser  # the `browser` fixture (conftest) skips where Chromium is missing
 
 # Resolves once every listed card holds `length` characters, with snapshots of the lengths taken every frame.
 WATCH_CARDS = """async ([numbers, length]) => {
@@ -44,14 +35,6 @@ WATCH_CARDS = """async ([numbers, length]) => {
   }
   return {seconds: null, snapshots};
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
-        yield browser
-        browser.close()
 
 
 def open_app(browser, url: str, width: int = 1400):

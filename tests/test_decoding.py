@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TEST_VOCAB, small_model
+from tests.conftest import TEST_VOCAB, last_logits, small_model
 from toystory_gpt.decoding import Cached, KVCache, Recompute, new_decoder, prefill, refill_length, step
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoder, OnnxDecoding
@@ -12,11 +12,6 @@ from toystory_gpt.onnx_decode import OnnxDecoder, OnnxDecoding
 
 def tokens(n, seed=1) -> list[int]:
     return torch.randint(len(TEST_VOCAB), (n,), generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def full_logits(model, ids) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor([ids]))[0][0, -1].numpy()
 
 
 @pytest.mark.parametrize("milestone", LADDER.milestones[2:], ids=lambda m: m.folder)
@@ -34,7 +29,7 @@ def test_prefill_then_steps_equal_the_full_recompute(milestone):
             cache.append(torch.stack(new_keys).numpy(), torch.stack(new_values).numpy())
             steps.append(logits[0])
     for t, got in zip(range(4, 16), steps):
-        np.testing.assert_allclose(got.numpy(), full_logits(model, ids[:t + 1]), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got.numpy(), last_logits(model, ids[:t + 1]), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="sequence of 17 tokens is longer than the context"):
         cache.append(torch.stack(new_keys).numpy(), torch.stack(new_values).numpy())
 
@@ -44,13 +39,13 @@ def test_every_decoder_refills_half_a_window_and_matches_the_full_recompute(kind
     model = small_model(LADDER.milestones[7], spread=0.1)
     decoder = kind(model).decoder() if kind is OnnxDecoding else kind(model)
     ids = tokens(50)
-    np.testing.assert_allclose(decoder.start(ids[:3]), full_logits(model, ids[:3]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(decoder.start(ids[:3]), last_logits(model, ids[:3]), rtol=0, atol=1e-5)
     window = ids[:3]
     for token in ids[3:]:  # past the 16-token window, three times
         window.append(token)
         if len(window) > 16:
             window = window[-refill_length(16):]
-        np.testing.assert_allclose(decoder.push(token), full_logits(model, window), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(decoder.push(token), last_logits(model, window), rtol=0, atol=1e-5)
         assert decoder.window == window
 
 

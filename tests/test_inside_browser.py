@@ -11,17 +11,13 @@ screenshot is made, on the real weights::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.conftest import TIMEOUT_MS
 from toystory_gpt.milestones import LADDER
 
-playwright = pytest.importorskip("playwright.sync_api")
-
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no {CHROMIUM}: apt-get install chromium")]
+pytestmark = pytest.mark.browser  # the `browser` fixture (conftest) skips where Chromium is missing
 
 TEXT = "BUZZ: The little robot rolled under the bed."
 
@@ -38,14 +34,6 @@ CLICK_AND_WAIT = """async (pos) => {
   }
   return null;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
-        yield browser
-        browser.close()
 
 
 def open_tab(browser, url: str, width: int):

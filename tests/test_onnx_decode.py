@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TEST_VOCAB, small_model
+from tests.conftest import TEST_VOCAB, last_logits, small_model
 from toystory_gpt import onnx_decode, weights
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.sampler import generate
 from toystory_gpt.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(TEST_VOCAB)
-
-
-def full_logits(model, ids) -> np.ndarray:
-    with torch.no_grad():
-        return model(torch.tensor([ids]))[0][0, -1].numpy()
 
 
 @pytest.mark.parametrize("milestone", LADDER.milestones[2:], ids=lambda m: m.folder)
@@ -29,9 +24,9 @@ def test_exported_prefill_and_steps_give_the_full_recompute_logits(milestone):
     assert exported is not None and exported.prefill_length == 8
     decoder = exported.decoder()
     ids = torch.randint(len(TOK.vocab), (16,), generator=torch.Generator().manual_seed(1)).tolist()
-    np.testing.assert_allclose(decoder.start(ids[:8]), full_logits(model, ids[:8]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(decoder.start(ids[:8]), last_logits(model, ids[:8]), rtol=0, atol=1e-5)
     for t in range(8, 16):
-        np.testing.assert_allclose(decoder.push(ids[t]), full_logits(model, ids[:t + 1]), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(decoder.push(ids[t]), last_logits(model, ids[:t + 1]), rtol=0, atol=1e-5)
     assert not model.training  # exporting leaves the model as it found it
 
 

@@ -42,16 +42,12 @@ class TrainingRecord:
     format: int = FORMAT
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1) + "\n"
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> TrainingRecord:
         """Parse and check a history.json; ValueError says what is wrong with it."""
-        raw = _object(text)
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"format {raw.get('format', 1)!r} is not {FORMAT}: "
-                             f"retrain, or rewrite it with this schema")
-        _same_keys(raw, cls)
+        raw = _fields(text, cls)
         try:
             raw["history"] = [Evaluation(**point) for point in raw["history"]]
         except TypeError as exc:
@@ -70,30 +66,31 @@ class RunSummary:
     format: int = FORMAT
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1) + "\n"
+        return _to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> RunSummary:
-        raw = _object(text)
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"format {raw.get('format', 1)!r} is not {FORMAT}")
-        _same_keys(raw, cls)
-        return cls(**raw)
+        """Parse and check a results.json; ValueError says what is wrong with it."""
+        return cls(**_fields(text, cls))
 
 
-def _object(text: str) -> dict:
+def _to_json(record) -> str:
+    return json.dumps(dataclasses.asdict(record), indent=1) + "\n"
+
+
+def _fields(text: str, cls) -> dict:
+    """The JSON object in ``text``, checked to be of this schema's format and to have exactly ``cls``'s fields."""
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
-    return raw
-
-
-def _same_keys(raw: dict, cls) -> None:
+    if raw.get("format") != FORMAT:
+        raise ValueError(f"format {raw.get('format', 1)!r} is not {FORMAT}: retrain, or rewrite it with this schema")
     known = {f.name for f in dataclasses.fields(cls)}
     if missing := sorted(known - set(raw)):
         raise ValueError(f"missing keys {missing}")
     if unknown := sorted(set(raw) - known):
         raise ValueError(f"unknown keys {unknown}")
+    return raw
