@@ -92,6 +92,7 @@ def test_throttle_sends_few_updates_and_always_the_last():
     assert list(compare_tab.throttle(iter(range(5)), interval=0)) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow  # starts the app in a subprocess
 def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
     # What a Space does: import app.py with $TOYSTORY_WEIGHTS set, and log what loaded.
     env = {**os.environ, "TOYSTORY_WEIGHTS": str(quick_weights)}

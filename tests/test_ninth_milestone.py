@@ -14,6 +14,8 @@ from toystory_gpt import __main__ as cli
 from toystory_gpt import milestones, report, weights
 from toystory_gpt.milestones import Rung
 
+pytestmark = pytest.mark.slow  # trains a whole ladder of its own
+
 NINTH = Rung("+ eight heads", "The same width split into eight heads instead of four.", dict(n_head=8),
              why_worse="Eight heads of half the width each see a narrower slice of every character.")
 

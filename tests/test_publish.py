@@ -216,6 +216,7 @@ def test_broken_weights_are_refused(checkout, capsys, hub_calls):
     assert hub_calls == []
 
 
+@pytest.mark.slow  # starts the app in a subprocess
 def test_space_smoke_test_the_upload_set_alone_serves_all_eight(tmp_path):
     upload = publish.space_upload("you/toystory-gpt", ROOT, None, None)
     space = tmp_path / "space"
