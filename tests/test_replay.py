@@ -95,6 +95,9 @@ def test_a_broken_snapshot_is_a_clear_error(quick_weights, tmp_path):
     with pytest.raises(weights.WeightsError,
                        match=r"milestone8: snapshots/step-10.safetensors: not a readable safetensors file"):
         saved.at_step(10)
+    comparison = compare.Comparison.from_folder(tmp_path)  # the request is refused with words, before streaming
+    with pytest.raises(compare.InvalidRequest, match=r"Milestone 8 · \+ dropout's weights at step 10 are broken"):
+        comparison.request([8], "WOODY:", 5, 0.8, 0, 0, 10)
 
 
 def test_generating_from_a_snapshot_is_the_same_everywhere(quick_weights, app_url, served_weights, capsys):

@@ -140,17 +140,18 @@ class Comparison:
             if number not in self.models:
                 raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} is unavailable: "
                                      f"{self.unavailable_reason(number)}.")
+            if request.step is None:
+                continue
             kept = self.models[number].snapshot_steps
-            if request.step is not None and request.step not in kept:
+            if request.step not in kept:
                 raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} kept no weights at step "
                                      f"{request.step:,}; it kept steps {', '.join(map(str, kept)) or 'none'} "
                                      f'and "{FINAL}".')
-            if request.step is not None:
-                try:  # loaded now (and kept), so that a broken snapshot is a message, not a failed stream
-                    self.models[number].at_step(request.step)
-                except WeightsError as exc:
-                    raise InvalidRequest(f"Milestone {ladders.LADDER[number].label}'s weights at step "
-                                         f"{request.step:,} are broken ({exc}).") from None
+            try:  # loaded now (and kept), so that a broken snapshot is a message, not a failed stream
+                self.models[number].at_step(request.step)
+            except WeightsError as exc:
+                raise InvalidRequest(f"Milestone {ladders.LADDER[number].label}'s weights at step "
+                                     f"{request.step:,} are broken ({exc}).") from None
         return request
 
     def snapshot_steps(self) -> list[int]:
