@@ -134,10 +134,12 @@ def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, se
     url, gate, started = tiny_queue_app
     clients = [Client(url, verbose=False) for _ in range(compare_tab.CONCURRENCY + 2)]
     try:
-        running = [c.submit(**inputs(i, 0), api_name="/generate")
-                   for i, c in enumerate(clients[:compare_tab.CONCURRENCY])]
-        for _ in running:  # both generation slots taken...
-            assert started.acquire(timeout=REQUEST_TIMEOUT)
+        running = []
+        # Both generation slots taken, one request at a time: the queue holds one, so two sent together could
+        # find it full while the first still waits there to be picked up.
+        for i, client in enumerate(clients[:compare_tab.CONCURRENCY]):
+            running.append(client.submit(**inputs(i, 0), api_name="/generate"))
+            assert started.acquire(timeout=REQUEST_TIMEOUT), f"generation {i + 1} never started"
         waiting = clients[compare_tab.CONCURRENCY].submit(**inputs(98, 0), api_name="/generate")
         wait_until(lambda: waiting.status().code == Status.IN_QUEUE,
                    "the third request is queued")  # ...and the queue full
