@@ -1,9 +1,9 @@
 """Inside-the-models speed, server-side: all eight milestones' surprise for a 300-character text, their next-character
 bars, and attention over 128 characters; and what one click in the Inside tab costs (every milestone at one slot).
 
-    python benchmarks/inside.py            # median of 9 runs
-    python benchmarks/inside.py --quick    # median of 3 runs
-    python benchmarks/inside.py --json     # one JSON object instead of the table
+    python benchmarks/analysis.py            # median of 9 runs
+    python benchmarks/analysis.py --quick    # median of 3 runs
+    python benchmarks/analysis.py --json     # one JSON object instead of the table
 
 Targets: each view ≤ 0.3 s for all eight milestones (the click's ≤ 0.5 s in the browser is measured by
 tests/test_inside_browser.py).
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-# The repo root, so `python benchmarks/inside.py` works. (Not named inspect.py: run as a script, its folder
-# comes first on sys.path, and it would shadow the standard library's inspect for torch.)
+# The repo root, so `python benchmarks/inside.py` works.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import WEIGHTS, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
-from toystory_gpt import inspect as inside  # noqa: E402
+from toystory_gpt import analysis  # noqa: E402
 from toystory_gpt.compare import Comparison  # noqa: E402
 from toystory_gpt.report import markdown_table  # noqa: E402
 
@@ -41,13 +40,13 @@ def measure(comparison: Comparison, runs: int) -> dict:
     """Median seconds of each view for all eight milestones (attention: milestones 3-8, which have it)."""
     everyone = sorted(comparison.models)
     attending = [n for n in everyone if comparison.models[n].model.config.has_attention]
-    req = inside.request(comparison, TEXT, everyone)
+    req = analysis.request(comparison, TEXT, everyone)
     return {
-        "surprise": median_seconds(lambda: inside.surprise(comparison, TEXT, everyone), runs),
-        "next_chars": median_seconds(lambda: inside.next_chars(comparison, TEXT, everyone, 0.8, 0, 10), runs),
-        "attention": median_seconds(lambda: [inside.attention(comparison, TEXT[-ATTENTION_CHARS + 1:], n)
+        "surprise": median_seconds(lambda: analysis.surprise(comparison, TEXT, everyone), runs),
+        "next_chars": median_seconds(lambda: analysis.next_chars(comparison, TEXT, everyone, 0.8, 0, 10), runs),
+        "attention": median_seconds(lambda: [analysis.attention(comparison, TEXT[-ATTENTION_CHARS + 1:], n)
                                              for n in attending], runs),
-        "click": median_seconds(lambda: inside.look(comparison, req, len(TEXT) - 1), runs),
+        "click": median_seconds(lambda: analysis.look(comparison, req, len(TEXT) - 1), runs),
     }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import compare, corpus, hub, milestones, publish, report, weights
-from . import inspect as inside
+from . import analysis
 from .milestones import milestone_list
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
@@ -79,11 +79,11 @@ def cmd_inspect(args) -> int:
     comparison = compare.Comparison.from_folder(hub.resolve(args.weights))
     chosen = args.milestones or sorted(comparison.models)
     if args.view == "surprise":
-        result = inside.surprise(comparison, args.text, chosen)
+        result = analysis.surprise(comparison, args.text, chosen)
     elif args.view == "next_chars":
-        result = inside.next_chars(comparison, args.text, chosen, args.temperature, args.top_k, args.k, args.position)
+        result = analysis.next_chars(comparison, args.text, chosen, args.temperature, args.top_k, args.k, args.position)
     else:
-        result = inside.attention(comparison, args.text, chosen[-1], args.position)
+        result = analysis.attention(comparison, args.text, chosen[-1], args.position)
     if result["dropped"]:
         print(f"note: left out characters the vocabulary lacks: {result['dropped']!r}", file=sys.stderr)
     if args.json:

@@ -2,7 +2,7 @@
 
 One row of characters per milestone, shaded by surprise; clicking a character shows, for every milestone,
 the next-character bars at that slot and the attention that predicted it. Also the ``/surprise``,
-``/next_chars`` and ``/attention`` API endpoints. The numbers all come from ``toystory_gpt.inspect``.
+``/next_chars`` and ``/attention`` API endpoints. The numbers all come from ``toystory_gpt.analysis``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .. import compare, milestones
-from .. import inspect as inside
+from .. import analysis
 from .compare import shown_characters
 
 TITLE = "Inside"
@@ -130,7 +130,7 @@ def row_html(number: int, cells: str, figure: str = "", unit: str = "", note: st
             f'<span class="ins-bpc">{figure}<span class="ins-wide">{unit}</span></span></div>')
 
 
-def surprise_html(comparison: compare.Comparison, req: inside.Request, rows: list[inside.Surprise],
+def surprise_html(comparison: compare.Comparison, req: analysis.Request, rows: list[analysis.Surprise],
                   selected: int | None) -> str:
     """The shaded rows, one per milestone, the same characters in the same columns, and the legend."""
     lines = []
@@ -150,7 +150,7 @@ def surprise_html(comparison: compare.Comparison, req: inside.Request, rows: lis
     return legend_html() + f'<div class="ins-rows">{"".join(lines)}</div>'
 
 
-def heading_html(req: inside.Request, slot: int) -> str:
+def heading_html(req: analysis.Request, slot: int) -> str:
     before = req.text[max(0, slot - 30):slot]
     target = (f"character {slot + 1} of {len(req.text)}, {html.escape(quoted(req.text[slot]))}"
               if slot < len(req.text) else "the character after the text")
@@ -159,13 +159,13 @@ def heading_html(req: inside.Request, slot: int) -> str:
             f'(greyed: cut by top-k).</p>')
 
 
-def bars_html(comparison: compare.Comparison, req: inside.Request, slot: int, looks: list[inside.Look]) -> str:
+def bars_html(comparison: compare.Comparison, req: analysis.Request, slot: int, looks: list[analysis.Look]) -> str:
     """For every milestone, the likeliest next characters, raw beside as-sampled, the true one marked."""
     truth = req.text[slot] if slot < len(req.text) else None
     cards = []
     for seen in looks:
         saved = comparison.models[seen.milestone]
-        entry = inside.next_chars_entry(saved, seen, truth, req.temperature, req.top_k, BARS)
+        entry = analysis.next_chars_entry(saved, seen, truth, req.temperature, req.top_k, BARS)
         listed = entry["chars"]
         true = entry.get("true_next")
         summary = ""
@@ -212,14 +212,14 @@ def attention_colour(weight: float) -> str:
     return f"rgba(2,132,199,{min(1.0, float(weight)) ** 0.5:.3f})"
 
 
-def attention_html(req: inside.Request, slot: int, looks: list[inside.Look], layer: str, head: str) -> str:
+def attention_html(req: analysis.Request, slot: int, looks: list[analysis.Look], layer: str, head: str) -> str:
     """From the slot's query, each earlier character shaded by the weight it got, one row per milestone."""
-    context = inside.START + req.text
+    context = analysis.START + req.text
     lines = []
     for seen in looks:
         label = milestones.LADDER[seen.milestone].label
         if seen.attention is None:
-            note = inside.no_attention(seen.milestone).split(": ", 1)[1]
+            note = analysis.no_attention(seen.milestone).split(": ", 1)[1]
             lines.append(row_html(seen.milestone, f'<span class="ins-note">{html.escape(note)}</span>'))
             continue
         weights, note = choose(seen.attention, layer, head)
@@ -234,7 +234,7 @@ def attention_html(req: inside.Request, slot: int, looks: list[inside.Look], lay
     return caption + f'<div class="ins-rows">{"".join(lines)}</div>'
 
 
-def heatmap_html(req: inside.Request, seen: inside.Look | None, layer: str, head: str) -> str:
+def heatmap_html(req: analysis.Request, seen: analysis.Look | None, layer: str, head: str) -> str:
     """The chosen milestone's full T×T attention map at this slot's context, as a pixelated image."""
     if seen is None or seen.attention is None:
         return '<div class="ins-map"><p>Choose a milestone with attention (3 and up) for the full map.</p></div>'
@@ -245,7 +245,7 @@ def heatmap_html(req: inside.Request, seen: inside.Look | None, layer: str, head
     image = Image.fromarray(rgb).resize((len(weights) * scale,) * 2, Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    context = inside.START + req.text
+    context = analysis.START + req.text
     first, last = context[seen.start], context[seen.start + len(weights) - 1]
     label = milestones.LADDER[seen.milestone].label
     return (f'<div class="ins-map"><img alt="attention map of {html.escape(label)}" '
@@ -258,8 +258,8 @@ def heatmap_html(req: inside.Request, seen: inside.Look | None, layer: str, head
 
 def position_views(comparison, state: dict, layer: str, head: str, heat) -> tuple[str, str, str]:
     """Bars, attention rows and heatmap for the slot in ``state``: one forward pass per milestone, no rescoring."""
-    req, slot = inside.Request(**state["request"]), state["slot"]
-    looks = inside.look(comparison, req, slot)
+    req, slot = analysis.Request(**state["request"]), state["slot"]
+    looks = analysis.look(comparison, req, slot)
     heat_look = next((seen for seen in looks if seen.milestone == heat), None)
     return (bars_html(comparison, req, slot, looks), attention_html(req, slot, looks, layer, head),
             heatmap_html(req, heat_look, layer, head))
@@ -272,14 +272,14 @@ def _invalid(exc: compare.InvalidRequest) -> gr.Error:
 def read(comparison, text, chosen, temperature, top_k, layer, head, heat):
     """Score the text once for every chosen milestone, then show the last character's slot."""
     try:
-        req = inside.request(comparison, text, chosen, temperature, top_k)
+        req = analysis.request(comparison, text, chosen, temperature, top_k)
     except compare.InvalidRequest as exc:
         raise _invalid(exc) from None
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
     slot = len(req.text) - 1
     state = {"request": vars(req), "slot": slot}
-    rows = surprise_html(comparison, req, inside.score(comparison, req), slot)
+    rows = surprise_html(comparison, req, analysis.score(comparison, req), slot)
     return rows, state, *position_views(comparison, state, layer, head, heat)
 
 
@@ -294,9 +294,9 @@ def build(context) -> None:
 
     def pick(state, temperature, top_k, layer, head, heat, evt: gr.EventData):
         """A click on a character: only the views at that slot are computed, the rows stay as they are."""
-        req = inside.Request(**{**state["request"], "temperature": temperature, "top_k": top_k})
+        req = analysis.Request(**{**state["request"], "temperature": temperature, "top_k": top_k})
         try:
-            slot = inside.slot_of(req, evt._data.get("pos") if isinstance(evt._data, dict) else None)
+            slot = analysis.slot_of(req, evt._data.get("pos") if isinstance(evt._data, dict) else None)
         except compare.InvalidRequest as exc:
             raise _invalid(exc) from None
         state = {"request": vars(req), "slot": slot}
@@ -312,7 +312,7 @@ def build(context) -> None:
                  MEAN, MEAN, heat_default) if available else ("", None, "", "", "")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240):
-            text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, max_length=inside.MAX_TEXT,
+            text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, max_length=analysis.MAX_TEXT,
                               elem_id="inside-text", info="Enter (or Look inside) scores it with every chosen model.")
             offered = {"prompt", "texts"} <= context.shared.keys()
             use = gr.Button("Use the text just generated", size="sm", elem_id="inside-use", visible=offered)
@@ -359,7 +359,7 @@ def generated(prompt: str, *texts: str) -> str:
     written = [t for t in texts if t]
     if not written:
         raise gr.Error("Generate a text in the Compare tab first.", print_exception=False)
-    return ((prompt or "") + written[-1])[-inside.MAX_TEXT:]
+    return ((prompt or "") + written[-1])[-analysis.MAX_TEXT:]
 
 
 def register_api(comparison: compare.Comparison) -> None:
@@ -373,16 +373,16 @@ def register_api(comparison: compare.Comparison) -> None:
 
     def surprise(text: str, milestones: list[int]) -> dict:
         """Bits of surprise at each character of text (read from the start of a line), per milestone."""
-        return answer(inside.surprise, text, milestones)
+        return answer(analysis.surprise, text, milestones)
 
     def next_chars(text: str, milestones: list[int], temperature: float = 0.8, top_k: int = 0, k: int = 5,
                    position: int | None = None) -> dict:
         """The k likeliest next characters per milestone, raw and as sampled, at a position (default: the end)."""
-        return answer(inside.next_chars, text, milestones, temperature, top_k, k, position)
+        return answer(analysis.next_chars, text, milestones, temperature, top_k, k, position)
 
     def attention(text: str, milestone: int, position: int | None = None) -> dict:
         """Attention weights (layers, heads, T, T) over the context of a position (default: the end)."""
-        return answer(inside.attention, text, milestone, position)
+        return answer(analysis.attention, text, milestone, position)
 
     for fn in (surprise, next_chars, attention):
         gr.api(fn, api_name=fn.__name__)

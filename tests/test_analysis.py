@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
 from toystory_gpt import corpus, sampler
-from toystory_gpt import inspect as inside
+from toystory_gpt import analysis
 from toystory_gpt.compare import Comparison, InvalidRequest
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.tokenizer import CharTokenizer
@@ -40,7 +40,7 @@ def direct_nats(saved: SavedModel, text: str, slot: int, start: int) -> float:
 
 
 def test_surprise_is_forwards_cross_entropy_in_every_window(comparison):
-    result = inside.surprise(comparison, TEXT, ALL)
+    result = analysis.surprise(comparison, TEXT, ALL)
     assert [m["milestone"] for m in result["milestones"]] == ALL and result["text"] == TEXT
     for row in result["milestones"]:
         saved = comparison.models[row["milestone"]]
@@ -58,7 +58,7 @@ def test_surprise_is_forwards_cross_entropy_in_every_window(comparison):
 
 def test_surprise_of_a_short_text_is_forwards_loss(comparison):
     text = "BUZZ: Hello"
-    for row in inside.surprise(comparison, text, ALL)["milestones"]:
+    for row in analysis.surprise(comparison, text, ALL)["milestones"]:
         saved = comparison.models[row["milestone"]]
         ids = torch.tensor(saved.tokenizer.encode("\n" + text).ids)
         with torch.no_grad():
@@ -76,15 +76,15 @@ def test_mean_surprise_over_validation_text_is_evaluates_loss(comparison, corpus
     span = val[start: start + 3 * block + block // 2 + 1]  # three and a half windows
     for number, saved in comparison.models.items():
         assert saved.tokenizer.vocab == tokenizer.vocab
-        req = inside.request(comparison, tokenizer.decode(span[1:]), [number])
-        (row,) = inside.score(comparison, req, stride=block)  # evaluate's non-overlapping windows
+        req = analysis.request(comparison, tokenizer.decode(span[1:]), [number])
+        (row,) = analysis.score(comparison, req, stride=block)  # evaluate's non-overlapping windows
         assert row.bits_per_char * math.log(2) == pytest.approx(evaluate(saved.model, span, block), abs=1e-5)
 
 
 @pytest.mark.parametrize("position", [None, 0, 5, len(TEXT) - 1])
 def test_attention_rows_sum_to_one_and_never_look_ahead(comparison, position):
     for number in ALL[2:]:
-        result = inside.attention(comparison, TEXT, number, position)
+        result = analysis.attention(comparison, TEXT, number, position)
         config = comparison.models[number].model.config
         weights = np.array(result["weights"])
         slot = len(TEXT) if position is None else position
@@ -98,7 +98,7 @@ def test_attention_rows_sum_to_one_and_never_look_ahead(comparison, position):
 
 def test_attention_after_the_text_reads_the_last_block_of_characters(comparison):
     block = comparison.models[8].model.config.block_size
-    result = inside.attention(comparison, TEXT, 8)
+    result = analysis.attention(comparison, TEXT, 8)
     assert "".join(result["characters"]) == ("\n" + TEXT)[-block:]
 
 
@@ -115,7 +115,7 @@ def tied_unigram() -> Comparison:
 def test_next_chars_are_the_samplers_distribution_including_ties(temperature, top_k):
     comparison = tied_unigram()
     model = comparison.models[1].model
-    result = inside.next_chars(comparison, "BUZZ", [1], temperature, top_k, len(TEST_VOCAB))
+    result = analysis.next_chars(comparison, "BUZZ", [1], temperature, top_k, len(TEST_VOCAB))
     (entry,) = result["milestones"]
     chars = {c["char"]: c for c in entry["chars"]}
     assert set(chars) == set(TEST_VOCAB)
@@ -132,9 +132,9 @@ def test_next_chars_are_the_samplers_distribution_including_ties(temperature, to
 
 
 def test_next_chars_at_a_character_agree_with_its_surprise(comparison):
-    rows = {row["milestone"]: row for row in inside.surprise(comparison, TEXT, ALL)["milestones"]}
+    rows = {row["milestone"]: row for row in analysis.surprise(comparison, TEXT, ALL)["milestones"]}
     for slot in (0, 40, len(TEXT) - 1):
-        result = inside.next_chars(comparison, TEXT, ALL, 1.0, 0, len(TEST_VOCAB), position=slot)
+        result = analysis.next_chars(comparison, TEXT, ALL, 1.0, 0, len(TEST_VOCAB), position=slot)
         for entry in result["milestones"]:
             true = entry["true_next"]
             assert true["char"] == TEXT[slot]
@@ -145,28 +145,28 @@ def test_next_chars_at_a_character_agree_with_its_surprise(comparison):
 
 
 def test_unknown_characters_are_dropped_and_reported(comparison):
-    result = inside.surprise(comparison, "WOODY: ¡héllo <b>", [2, 8])
+    result = analysis.surprise(comparison, "WOODY: ¡héllo <b>", [2, 8])
     assert result["dropped"] == "¡é<>"
     assert result["text"] == "WOODY: hllo b"
     assert all(len(m["bits"]) == len(result["text"]) for m in result["milestones"])
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda c: inside.surprise(c, "", [8]), "Type some text"),
-    (lambda c: inside.surprise(c, "¡¡", [8]), "None of the text's characters are in the models' vocabulary."),
-    (lambda c: inside.surprise(c, "x" * 1001, [8]), "text is 1,001 characters long; the limit is 1,000"),
-    (lambda c: inside.surprise(c, 42, [8]), "text must be text, got 42"),
-    (lambda c: inside.surprise(c, "hi", []), "Choose at least one milestone"),
-    (lambda c: inside.surprise(c, "hi", [9]), "each milestone must be from 1 to 8, got 9"),
-    (lambda c: inside.next_chars(c, "hi", [8], 0.8, 0, 5, position=3), "position must be from 0 to 2, got 3"),
-    (lambda c: inside.next_chars(c, "hi", [8], 0.8, 0, 5, position=-1), "position must be from 0 to 2, got -1"),
-    (lambda c: inside.next_chars(c, "hi", [8], 0.8, 0, 5, position=0.5), "position must be a whole number"),
-    (lambda c: inside.next_chars(c, "hi", [8], 0.8, 0, 0), "k must be from 1 to"),
-    (lambda c: inside.next_chars(c, "hi", [8], 3, 0, 5), "temperature must be a number from 0 to 2"),
-    (lambda c: inside.next_chars(c, "hi", [8], 0.8, -1, 5), "top_k must be from 0 to 100, got -1"),
-    (lambda c: inside.attention(c, "hi", 1), "1 · unigram has no attention: it sees nothing"),
-    (lambda c: inside.attention(c, "hi", 2), "2 · bigram has no attention: it sees only the current character"),
-    (lambda c: inside.attention(c, "hi", 8, position=9), "position must be from 0 to 2, got 9"),
+    (lambda c: analysis.surprise(c, "", [8]), "Type some text"),
+    (lambda c: analysis.surprise(c, "¡¡", [8]), "None of the text's characters are in the models' vocabulary."),
+    (lambda c: analysis.surprise(c, "x" * 1001, [8]), "text is 1,001 characters long; the limit is 1,000"),
+    (lambda c: analysis.surprise(c, 42, [8]), "text must be text, got 42"),
+    (lambda c: analysis.surprise(c, "hi", []), "Choose at least one milestone"),
+    (lambda c: analysis.surprise(c, "hi", [9]), "each milestone must be from 1 to 8, got 9"),
+    (lambda c: analysis.next_chars(c, "hi", [8], 0.8, 0, 5, position=3), "position must be from 0 to 2, got 3"),
+    (lambda c: analysis.next_chars(c, "hi", [8], 0.8, 0, 5, position=-1), "position must be from 0 to 2, got -1"),
+    (lambda c: analysis.next_chars(c, "hi", [8], 0.8, 0, 5, position=0.5), "position must be a whole number"),
+    (lambda c: analysis.next_chars(c, "hi", [8], 0.8, 0, 0), "k must be from 1 to"),
+    (lambda c: analysis.next_chars(c, "hi", [8], 3, 0, 5), "temperature must be a number from 0 to 2"),
+    (lambda c: analysis.next_chars(c, "hi", [8], 0.8, -1, 5), "top_k must be from 0 to 100, got -1"),
+    (lambda c: analysis.attention(c, "hi", 1), "1 · unigram has no attention: it sees nothing"),
+    (lambda c: analysis.attention(c, "hi", 2), "2 · bigram has no attention: it sees only the current character"),
+    (lambda c: analysis.attention(c, "hi", 8, position=9), "position must be from 0 to 2, got 9"),
 ])
 def test_bad_requests_get_clear_messages(comparison, call, message):
     with pytest.raises(InvalidRequest) as error:
@@ -187,11 +187,11 @@ def served(served_weights) -> Comparison:
 
 
 def test_api_returns_the_librarys_numbers(client, served):
-    assert client.predict(text=TEXT, milestones=ALL, api_name="/surprise") == inside.surprise(served, TEXT, ALL)
+    assert client.predict(text=TEXT, milestones=ALL, api_name="/surprise") == analysis.surprise(served, TEXT, ALL)
     assert (client.predict(text=TEXT, milestones=[2, 8], temperature=0.7, top_k=4, k=6, position=12,
                            api_name="/next_chars")
-            == inside.next_chars(served, TEXT, [2, 8], 0.7, 4, 6, 12))
-    assert client.predict(text=TEXT, milestone=8, api_name="/attention") == inside.attention(served, TEXT, 8)
+            == analysis.next_chars(served, TEXT, [2, 8], 0.7, 4, 6, 12))
+    assert client.predict(text=TEXT, milestone=8, api_name="/attention") == analysis.attention(served, TEXT, 8)
 
 
 @pytest.mark.parametrize("api, arguments, message", [
@@ -210,7 +210,7 @@ def test_api_bad_input_gets_a_clear_message(client, api, arguments, message):
 def test_cli_json_is_the_librarys(comparison, quick_weights, capsys):
     assert cli.main(["inspect", "surprise", "--text", TEXT, "--milestones", "2,8", "--weights", str(quick_weights),
                      "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == inside.surprise(comparison, TEXT, [2, 8])
+    assert json.loads(capsys.readouterr().out) == analysis.surprise(comparison, TEXT, [2, 8])
     assert cli.main(["inspect", "next_chars", "--text", "WOODY", "--milestones", "8", "--position", "2",
                      "--weights", str(quick_weights)]) == 0
     assert capsys.readouterr().out.startswith("8 · + dropout: ")
