@@ -103,3 +103,33 @@ def app_url(served_weights):
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield url.rstrip("/")
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def service(quick_weights):
+    """The quick ladder behind the one entry for requests (``api.Service``), with its own engine."""
+    from toystory_gpt import api
+
+    served = api.Service.from_folder(quick_weights)
+    yield served
+    served.close()
+
+
+@pytest.fixture(scope="session")
+def served(served_weights):
+    """A service over what the app tests serve: the library side of every app-versus-library comparison."""
+    from toystory_gpt import api
+
+    library = api.Service.from_folder(served_weights)
+    yield library
+    library.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    """A gradio_client for the app in this process."""
+    from gradio_client import Client
+
+    connected = Client(app_url, verbose=False)
+    yield connected
+    connected.close()

@@ -16,8 +16,7 @@ import sys
 import numpy as np
 import torch
 
-from . import compare, corpus, hub, milestones, publish, report, weights
-from . import analysis
+from . import api, corpus, hub, milestones, publish, report, weights
 from .milestones import milestone_list
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
@@ -49,21 +48,30 @@ def cmd_evaluate(args) -> int:
     return 1 if broken else 0
 
 
+def _service(args) -> api.Service:
+    torch.set_num_threads(1)  # decoding is many tiny matmuls: extra threads cost more than they save
+    folder = hub.resolve(args.weights)
+    service = api.Service.from_folder(folder)
+    for error in service.models.broken.values():
+        print(f"warning: {error}", file=sys.stderr)
+    if not service.models.saved:
+        service.close()
+        raise api.InvalidRequest(f"no loadable milestone folders in {folder}/")
+    return service
+
+
 def cmd_generate(args) -> int:
     """Continue one prompt with several milestones side by side, exactly as the web app and its API do."""
-    torch.set_num_threads(1)  # sampling is many tiny matmuls: extra threads cost more than they save
-    folder = hub.resolve(args.weights)
-    comparison = compare.Comparison.from_folder(folder)
-    for error in comparison.broken.values():
-        print(f"warning: {error}", file=sys.stderr)
-    if not comparison.models:
-        print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
-        return 1
-    request = comparison.request(args.milestones or sorted(comparison.models), args.prompt, args.length,
-                                 args.temperature, args.top_k, args.seed, args.step)
-    if dropped := comparison.dropped(request):
-        print(f"note: left out prompt characters the vocabulary lacks: {dropped!r}", file=sys.stderr)
-    texts = dict(zip(milestones.LADDER.numbers, comparison.run(request)))
+    service = _service(args)
+    try:
+        request = service.generate_request(milestones=args.milestones or sorted(service.models.saved),
+                                           prompt=args.prompt, length=args.length, temperature=args.temperature,
+                                           top_k=args.top_k, seed=args.seed, step=args.step)
+        if dropped := service.dropped(request):
+            print(f"note: left out prompt characters the vocabulary lacks: {dropped!r}", file=sys.stderr)
+        texts = dict(zip(milestones.LADDER.numbers, service.run(request)))
+    finally:
+        service.close()
     chosen = [milestones.LADDER[n] for n in request.milestones]
     if args.json:
         print(json.dumps([{"milestone": m.number, "name": m.name, "text": texts[m.number]} for m in chosen], indent=1))
@@ -75,15 +83,20 @@ def cmd_generate(args) -> int:
 
 def cmd_inspect(args) -> int:
     """Inside the models, as the app's Inside tab and its APIs show it: surprise, next characters or attention."""
-    torch.set_num_threads(1)
-    comparison = compare.Comparison.from_folder(hub.resolve(args.weights))
-    chosen = args.milestones or sorted(comparison.models)
-    if args.view == "surprise":
-        result = analysis.surprise(comparison, args.text, chosen)
-    elif args.view == "next_chars":
-        result = analysis.next_chars(comparison, args.text, chosen, args.temperature, args.top_k, args.k, args.position)
-    else:
-        result = analysis.attention(comparison, args.text, chosen[-1], args.position)
+    service = _service(args)
+    try:
+        chosen = args.milestones or sorted(service.models.saved)
+        if args.view == "surprise":
+            result = service.surprise(api.TextRequest.parse(text=args.text, milestones=chosen))
+        elif args.view == "next_chars":
+            result = service.next_chars(api.NextCharsRequest.parse(
+                text=args.text, milestones=chosen, temperature=args.temperature, top_k=args.top_k, k=args.k,
+                position=args.position))
+        else:
+            result = service.attention(api.AttentionRequest.parse(text=args.text, milestone=chosen[-1],
+                                                                  position=args.position))
+    finally:
+        service.close()
     if result["dropped"]:
         print(f"note: left out characters the vocabulary lacks: {result['dropped']!r}", file=sys.stderr)
     if args.json:
@@ -118,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser("generate", help=cmd_generate.__doc__)
     gen.add_argument("--milestones", type=milestone_list,
                      help="comma-separated milestone numbers (default: every one that loads)")
-    gen.add_argument("--prompt", default=compare.DEFAULTS["prompt"], help="text to continue (may be empty)")
-    gen.add_argument("--length", type=int, default=compare.DEFAULTS["length"],
+    gen.add_argument("--prompt", default=api.DEFAULT_PROMPT, help="text to continue (may be empty)")
+    gen.add_argument("--length", type=int, default=api.DEFAULT_LENGTH,
                      help="characters to generate per milestone")
-    gen.add_argument("--temperature", type=float, default=compare.DEFAULTS["temperature"], help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"],
+    gen.add_argument("--temperature", type=float, default=api.DEFAULT_TEMPERATURE, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=0,
                      help="sample from the k likeliest characters (0 = all)")
-    gen.add_argument("--seed", type=int, default=compare.DEFAULTS["seed"], help="same seed and inputs, same text")
-    gen.add_argument("--step", default=compare.FINAL,
+    gen.add_argument("--seed", type=int, default=0, help="same seed and inputs, same text")
+    gen.add_argument("--step", default=api.FINAL,
                      help='the weights as they were at this training step (a kept snapshot), or "final" (default)')
     gen.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
@@ -135,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--text", required=True, help="the text to read (from the start of a line)")
     ins.add_argument("--milestones", type=milestone_list,
                      help="comma-separated milestone numbers (default: every one that loads; attention: the last)")
-    ins.add_argument("--temperature", type=float, default=compare.DEFAULTS["temperature"], help="next_chars only")
-    ins.add_argument("--top-k", type=int, default=compare.DEFAULTS["top_k"], help="next_chars only (0 = all)")
+    ins.add_argument("--temperature", type=float, default=api.DEFAULT_TEMPERATURE, help="next_chars only")
+    ins.add_argument("--top-k", type=int, default=0, help="next_chars only (0 = all)")
     ins.add_argument("--k", type=int, default=5, help="next_chars: how many characters to list")
     ins.add_argument("--position", type=int,
                      help="next_chars, attention: predict text[position] (default: what follows the text)")
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (corpus.CorpusError, compare.InvalidRequest, hub.LocationError) as exc:
+    except (corpus.CorpusError, api.InvalidRequest, hub.LocationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -33,13 +33,22 @@ import torch
 from torch.nn import functional as F
 
 from . import milestones as ladders  # read at call time: tests may extend the ladder
-from .compare import MAX_PROMPT, Comparison, InvalidRequest, _show, _whole
 from .recorder import Recorder
 from .sampler import START, distribution
 from .weights import SavedModel
 
-MAX_TEXT = MAX_PROMPT   # characters: what one page of rows can show
 GUESSES = 3             # top guesses kept per character, for the tooltips
+
+
+class Unanswerable(ValueError):
+    """A reading these models cannot give (the text has none of their characters, a slot past its end...);
+    the message is meant for the person who asked."""
+
+
+def _within(value: int, name: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise Unanswerable(f"{name} must be from {low:,} to {high:,}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -77,32 +86,26 @@ class Look:
     attention: np.ndarray | None  # (layers, heads, T, T), T the context's length; None without attention or unasked
 
 
-def request(comparison: Comparison, text, milestones: Sequence, temperature=0.0, top_k=0) -> Request:
-    """Check ``text`` and ``milestones`` (and the sampling knobs) as an API caller may send them; InvalidRequest if
-    wrong. The milestones and knobs are checked by ``compare``'s own rules, so both tabs answer alike."""
-    if not isinstance(text, str):
-        raise InvalidRequest(f"text must be text, got {_show(text)}")
-    if len(text) > MAX_TEXT:
-        raise InvalidRequest(f"text is {len(text):,} characters long; the limit is {MAX_TEXT:,}")
-    checked = comparison.request(milestones, "", 1, temperature, top_k, 0)
-    chosen = checked.milestones
-    unknown = set().union(*(comparison.models[n].tokenizer.encode(text).dropped for n in chosen))
+def reading(models: dict[int, SavedModel], text: str, milestones: Sequence[int], temperature: float = 0.0,
+            top_k: int = 0) -> Request:
+    """What ``milestones`` (loaded, in ``models``) read of ``text``: the characters every one of them knows."""
+    unknown = set().union(*(models[n].tokenizer.encode(text).dropped for n in milestones))
     kept = "".join(c for c in text if c not in unknown)
     if not kept:
-        raise InvalidRequest("Type some text to look inside the models with." if not text else
-                             "None of the text's characters are in the models' vocabulary.")
-    return Request(kept, "".join(dict.fromkeys(c for c in text if c in unknown)), chosen, checked.temperature,
-                   checked.top_k)
+        raise Unanswerable("Type some text to look inside the models with." if not text else
+                           "None of the text's characters are in the models' vocabulary.")
+    return Request(kept, "".join(dict.fromkeys(c for c in text if c in unknown)), tuple(milestones), temperature,
+                   top_k)
 
 
-def slot_of(req: Request, value) -> int:
+def slot_of(req: Request, value: int | None) -> int:
     """A slot from 0 to len(text); None means after the whole text."""
-    return len(req.text) if value is None else _whole(value, "position", 0, len(req.text))
+    return len(req.text) if value is None else _within(value, "position", 0, len(req.text))
 
 
 def _stride(saved: SavedModel, stride) -> int:
     block = saved.model.config.block_size
-    return max(1, block // 2) if stride is None else _whole(stride, "stride", 1, block)
+    return max(1, block // 2) if stride is None else _within(stride, "stride", 1, block)
 
 
 def _window_starts(slots: torch.Tensor, block: int, stride: int) -> torch.Tensor:
@@ -135,9 +138,9 @@ def _surprise(saved: SavedModel, text: str, stride: int) -> Surprise:
     return Surprise(saved.milestone.number, bits.numpy(), top.indices.numpy(), top.values.exp().double().numpy())
 
 
-def score(comparison: Comparison, req: Request, stride=None) -> list[Surprise]:
+def score(models: dict[int, SavedModel], req: Request, stride=None) -> list[Surprise]:
     """Every chosen milestone's surprise at each character (one batched forward pass per milestone)."""
-    return [_surprise(comparison.models[n], req.text, _stride(comparison.models[n], stride)) for n in req.milestones]
+    return [_surprise(models[n], req.text, _stride(models[n], stride)) for n in req.milestones]
 
 
 @torch.inference_mode()
@@ -157,9 +160,9 @@ def _look(saved: SavedModel, text: str, slot: int, with_attention: bool) -> Look
     return Look(saved.milestone.number, start, logits, attention.numpy())
 
 
-def look(comparison: Comparison, req: Request, slot: int, with_attention: bool = True) -> list[Look]:
+def look(models: dict[int, SavedModel], req: Request, slot: int, with_attention: bool = True) -> list[Look]:
     """Every chosen milestone at one slot: one forward pass of that slot's context each."""
-    return [_look(comparison.models[n], req.text, slot, with_attention) for n in req.milestones]
+    return [_look(models[n], req.text, slot, with_attention) for n in req.milestones]
 
 
 def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperature: float, top_k: int, k: int) -> dict:
@@ -180,14 +183,13 @@ def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperatu
     return result
 
 
-def next_chars(comparison: Comparison, text, milestones: Sequence, temperature, top_k, k, position=None) -> dict:
+def next_chars(models: dict[int, SavedModel], req: Request, k: int, position: int | None = None) -> dict:
     """/next_chars: per milestone the top-k next characters at a slot (default: after the whole text)."""
-    req = request(comparison, text, milestones, temperature, top_k)
     slot = slot_of(req, position)
-    k = _whole(k, "k", 1, min(comparison.models[n].model.config.vocab_size for n in req.milestones))
+    k = _within(k, "k", 1, min(models[n].model.config.vocab_size for n in req.milestones))
     truth = req.text[slot] if slot < len(req.text) else None
-    entries = [next_chars_entry(comparison.models[seen.milestone], seen, truth, req.temperature, req.top_k, k)
-               for seen in look(comparison, req, slot, with_attention=False)]
+    entries = [next_chars_entry(models[seen.milestone], seen, truth, req.temperature, req.top_k, k)
+               for seen in look(models, req, slot, with_attention=False)]
     return {"text": req.text, "dropped": req.dropped, "position": slot, "temperature": req.temperature,
             "top_k": req.top_k, "milestones": entries}
 
@@ -200,20 +202,18 @@ def no_attention(number: int) -> str:
     return f"Milestone {milestone.label} has no attention: it sees nothing, and makes the same guess everywhere."
 
 
-def attention(comparison: Comparison, text, milestone, position=None) -> dict:
+def attention(models: dict[int, SavedModel], req: Request, position: int | None = None) -> dict:
     """/attention: every layer's and head's weights over the context of a slot (default: after the whole text)."""
-    req = request(comparison, text, [milestone])
     (number,) = req.milestones
-    if not comparison.models[number].model.config.has_attention:
-        raise InvalidRequest(no_attention(number))
+    if not models[number].model.config.has_attention:
+        raise Unanswerable(no_attention(number))
     slot = slot_of(req, position)
-    (seen,) = look(comparison, req, slot)
+    (seen,) = look(models, req, slot)
     return {"text": req.text, "dropped": req.dropped, "milestone": number, "position": slot, "start": seen.start,
             "characters": list((START + req.text)[seen.start : slot + 1]), "weights": seen.attention.tolist()}
 
 
-def surprise(comparison: Comparison, text, milestones: Sequence, stride=None) -> dict:
+def surprise(models: dict[int, SavedModel], req: Request, stride=None) -> dict:
     """/surprise: every chosen milestone's bits at each character of ``text``, and their mean."""
-    req = request(comparison, text, milestones)
     return {"text": req.text, "dropped": req.dropped,
-            "milestones": [row.as_dict() for row in score(comparison, req, stride)]}
+            "milestones": [row.as_dict() for row in score(models, req, stride)]}

@@ -1,75 +1,83 @@
-"""Decoding: a model's next-token logits one character at a time, without recomputing the whole window.
+"""Decoding: next-token logits for many sequences at once, one character at a time, without recomputing windows.
 
-Every decoder has two calls, ``start(ids)`` and ``push(token)``, each returning the next-token logits (V,):
+A ``Decoding`` is how one model does it, for a batch of rows that each hold one sequence:
 
-* ``Recompute`` runs the whole window through ``forward`` every time: the naive way, and all that the
-  unigram and bigram need (they see at most the current character);
-* ``Cached`` keeps every layer's keys and values in a ``KVCache`` and runs only the new token (``step``);
-* ``onnx_decode.OnnxDecoder`` runs the same ``prefill`` and ``step`` exported to ONNX Runtime.
+* ``encode(windows)`` reads token windows of one length from position 0 and returns their next-token
+  logits and every layer's keys and values, to fill a ``KVCache``;
+* ``advance(cache, n, idx, pos)`` runs one new token per row for the cache's first ``n`` rows against
+  what they cached (``step``), returning its logits and the new keys and values for the caller to store.
 
-``new_decoder`` picks one. Positions are learned and absolute, so a full window cannot slide one
-character at a time: every cached key would move to a new position. When the window is full, a
-decoder keeps its newest ``refill_length`` tokens and encodes them again from position 0 in one
-batched pass, so the model always sees between half and a whole window of context.
+``TorchDecoding`` runs ``prefill`` and ``step`` in PyTorch; ``Contextless`` serves the unigram and bigram,
+which see at most the current character; ``onnx_decode.OnnxDecoding`` runs the same two functions in
+ONNX Runtime. Positions are learned and absolute, so a full window cannot slide one character at a time:
+every cached key would move to a new position. When a row's window is full, its newest ``refill_length``
+tokens are encoded again from position 0, so the model always sees between half and a whole window.
+
+A row's logits must never depend on the rows beside it (a visitor's text is theirs alone, however many
+others are served with it): each implementation says how it ensures that.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, attend
 from .recorder import Recorder
-
-if TYPE_CHECKING:
-    from .onnx_decode import OnnxDecoding
 
 
 def refill_length(block_size: int) -> int:
-    """How many of its newest tokens a decoder keeps when its window is full."""
+    """How many of its newest tokens a sequence keeps when its window is full."""
     return max(1, block_size // 2)
 
 
 class KVCache:
-    """Every layer's keys and values for one sequence, preallocated, and an additive mask of the slots filled.
+    """Every layer's keys and values for ``rows`` sequences, preallocated, an additive mask of each row's filled
+    slots, and each row's length. Shapes never change, so ``step`` is a function of fixed-shape tensors that can
+    be exported once; the arrays are only changed in place, in NumPy (a handful of numbers is faster written
+    there than through torch indexing), and the first ``n`` rows are always a view without a copy."""
 
-    Shapes never change while decoding, so ``step`` is a pure function of fixed-shape tensors that can be
-    exported once and replayed; the tensors are only ever changed in place (ONNX Runtime reads them where
-    they lie), through NumPy views, which write a handful of numbers faster than torch indexing.
-    """
+    def __init__(self, config: GPTConfig, rows: int):
+        shape = (config.n_layer, rows, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)  # (L, R, nh, S, hs)
+        self.mask = np.full((rows, config.block_size), -np.inf, np.float32)  # (R, S): one query row each
+        self.lengths = np.zeros(rows, np.int64)  # slots filled so far, per row
 
-    def __init__(self, config: GPTConfig):
-        shape = (config.n_layer, 1, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.keys, self.values = torch.zeros(shape), torch.zeros(shape)  # (L, 1, nh, S, hs)
-        self.mask = torch.full((1, config.block_size), float("-inf"))  # (1, S): one query row
-        self._keys, self._values, self._mask = self.keys.numpy(), self.values.numpy(), self.mask.numpy()
-        self.length = 0  # slots filled so far
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
 
-    def start(self, keys, values) -> None:
-        """Empty the cache and fill it from position 0 with a prefill's keys and values, per layer (1, nh, T, hs)."""
-        T = keys[0].shape[2]
-        self._mask.fill(float("-inf"))
-        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
-            self._keys[layer, :, :, :T] = k
-            self._values[layer, :, :, :T] = v
-        self._mask[0, :T] = 0.0
-        self.length = T
+    def fill(self, rows: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+        """Empty ``rows`` and fill them from position 0 with an encode's keys and values (L, n, nh, T, hs)."""
+        T = keys.shape[3]
+        self.keys[:, rows, :, :T] = keys
+        self.values[:, rows, :, :T] = values
+        self.mask[rows] = -np.inf
+        self.mask[rows, :T] = 0.0
+        self.lengths[rows] = T
 
-    def append(self, new_keys: np.ndarray, new_values: np.ndarray) -> None:
-        """Store one token's keys and values, all layers stacked (L, 1, nh, 1, hs), in the next slot."""
-        if self.length >= self._mask.shape[1]:
-            raise ValueError(f"sequence of {self.length + 1} tokens is longer than the context ({self._mask.shape[1]})")
-        self._keys[:, :, :, self.length] = new_keys[:, :, :, 0]
-        self._values[:, :, :, self.length] = new_values[:, :, :, 0]
-        self._mask[0, self.length] = 0.0
-        self.length += 1
+    def append(self, rows: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray) -> None:
+        """Store one token's keys and values per row, all layers stacked (L, n, nh, 1, hs), in each row's next slot."""
+        at = self.lengths[rows]
+        if at.size and at.max() >= self.mask.shape[1]:
+            raise ValueError(f"sequence of {int(at.max()) + 1} tokens is longer than the context ({self.mask.shape[1]})")
+        # Two index arrays around a slice put their dimension first: (n, L, nh, hs).
+        self.keys[:, rows, :, at] = new_keys[:, :, :, 0].transpose(1, 0, 2, 3)
+        self.values[:, rows, :, at] = new_values[:, :, :, 0].transpose(1, 0, 2, 3)
+        self.mask[rows, at] = 0.0
+        self.lengths[rows] += 1
+
+    def move(self, source: int, target: int) -> None:
+        """Copy row ``source`` onto row ``target`` (a pool keeps its live rows first)."""
+        for array in (self.keys, self.values):
+            array[:, target] = array[:, source]
+        self.mask[target] = self.mask[source]
+        self.lengths[target] = self.lengths[source]
 
 
 def prefill(model: GPT, idx):
-    """Logits (1, T, V) for ``idx`` (1, T) from position 0, plus every layer's keys and values, each a tuple
-    of (1, nh, T, hs) tensors: what a KV cache starts from. A pure function, like ``step``."""
+    """Logits (B, T, V) for ``idx`` (B, T) from position 0, plus every layer's keys and values, each a tuple
+    of (B, nh, T, hs) tensors: what a KV cache starts from. A pure function, like ``step``."""
     with Recorder(model, "blocks.*.attn.keys", "blocks.*.attn.values") as seen:
         logits, _ = model(idx)
     layers = range(model.config.n_layer)
@@ -78,109 +86,101 @@ def prefill(model: GPT, idx):
 
 
 def step(model: GPT, idx, pos, mask, keys: tuple, values: tuple):
-    """Logits (1, V) for one new token ``idx`` (1,) at position ``pos`` (1,), and its keys and values, a tuple
-    of one (1, nh, 1, hs) tensor per layer, given one cached (1, nh, S, hs) tensor per layer in ``keys`` and
-    ``values`` whose empty slots ``mask`` (1, S) hides.
+    """Logits (B, V) for one new token per row ``idx`` (B,) at positions ``pos`` (B,), and its keys and values,
+    a tuple of one (B, nh, 1, hs) tensor per layer, given one cached (B, nh, S, hs) tensor per layer in ``keys``
+    and ``values`` whose empty slots ``mask`` (B, S) hides.
 
-    Tensors in, tensors out, fixed shapes, nothing written: ``onnx_decode`` exports exactly this. The new
-    key is not in the cache yet, so its score is computed beside the cached ones and both go through one
-    softmax: no write inside the step, and no copy of the window to append to.
+    Tensors in, tensors out, nothing written: ``onnx_decode`` exports exactly this. The new key is not in the
+    cache yet, so ``attend`` scores it beside the cached ones in one softmax: no write inside the step, and no
+    copy of the window to append to.
     """
-    x = model.embed(idx, pos)  # (1, C)
-    B, C = x.shape
+    x = model.embed(idx, pos)[:, None]  # (B, 1, C)
     new_keys, new_values = [], []
     for block, cached_keys, cached_values in zip(model.blocks, keys, values):
         attn = block.attn
-        q, k, v = attn.c_attn(block.ln_1(x)).view(B, 3 * attn.n_head, 1, C // attn.n_head).split(attn.n_head, dim=1)
-        q = q * k.size(-1) ** -0.5
-        past = q @ cached_keys.transpose(-2, -1) + mask  # (1, nh, 1, S)
-        now = q @ k.transpose(-2, -1)  # (1, nh, 1, 1)
-        p_past, p_now = torch.softmax(torch.cat([past, now], dim=-1), dim=-1).split([cached_keys.size(2), 1], dim=-1)
-        y = p_past @ cached_values + p_now * v  # (1, nh, 1, hs)
-        x = block.after_attention(x, attn.resid_dropout(attn.c_proj(y.reshape(B, C))))
+        q, k, v = attn.heads(block.ln_1(x))  # (B, nh, 1, hs) each
+        y = attend(q, [cached_keys, k], [cached_values, v], [mask[:, None, None, :], torch.zeros((), dtype=mask.dtype)])
+        x = block.after_attention(x, attn.project(y))
         new_keys.append(k)
         new_values.append(v)
-    return model.head(x), tuple(new_keys), tuple(new_values)
+    return model.head(x)[:, 0], tuple(new_keys), tuple(new_values)
 
 
-class Decoder:
-    """Feeds a model its context one token at a time and returns next-token logits; subclasses say how."""
+class Decoding:
+    """How one model computes a batch of rows' next-token logits; see the module's docstring."""
 
-    def __init__(self, model: GPT, window: int):
+    min_rows = 1  # a step runs at least this many rows, for the reason the subclass gives
+
+    def __init__(self, model: GPT):
         self.model = model
-        self.size = window
-        self.window: list[int] = []
+        self.config = model.config
 
-    def start(self, ids: list[int]) -> np.ndarray:
-        if not ids:
-            raise ValueError("the decoder needs at least one token of context")
-        self.window = list(ids[-self.size:])
-        return self.encode(self.window)
+    @property
+    def window(self) -> int:
+        """The most tokens a row keeps in view."""
+        return self.config.block_size
 
-    def push(self, token: int) -> np.ndarray:
-        self.window.append(token)
-        if len(self.window) > self.size:
-            self.window = self.window[-refill_length(self.size):]
-            return self.encode(self.window)
-        return self.advance(token)
+    @property
+    def cached(self) -> bool:
+        """Whether rows keep a KV cache (models without attention need none)."""
+        return True
 
-    def encode(self, ids: list[int]) -> np.ndarray:
-        """The logits after ``ids``, read from position 0 on (forgetting anything before)."""
+    def encode(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Logits (n, V) after each window (n, T), and the keys and values (L, n, nh, T, hs) to cache."""
         raise NotImplementedError
 
-    def advance(self, token: int) -> np.ndarray:
-        """The logits after ``token``, which has just been appended to the window."""
+    def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
+        """Logits (n, V) after one more token per row for ``cache``'s first ``n`` rows, and that token's keys and
+        values (L, n, nh, 1, hs)."""
         raise NotImplementedError
 
 
-def _last(logits: torch.Tensor) -> np.ndarray:
-    return logits[0, -1].detach().float().cpu().numpy()
+class TorchDecoding(Decoding):
+    """``prefill`` and ``step`` in PyTorch. PyTorch picks its matmul kernels by the number of rows, and below
+    ``MIN_ROWS`` a row's result can change in its last bits with the batch: a step always runs at least that
+    many rows (the pool's spare rows fill in), and each window is encoded alone."""
+
+    min_rows = 16
+
+    @torch.inference_mode()
+    def encode(self, windows: np.ndarray):
+        outputs = [prefill(self.model, torch.from_numpy(row[None])) for row in windows]
+        logits = np.stack([o[0][0, -1].float().numpy() for o in outputs])
+        keys, values = (np.stack([np.stack([t[0].numpy() for t in o[part]]) for o in outputs], axis=1)
+                        for part in (1, 2))  # (L, n, nh, T, hs)
+        return logits, keys, values
+
+    @torch.inference_mode()
+    def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
+        rows = max(n, self.min_rows)  # the pool's cache has at least min_rows rows
+        idx, pos = np.resize(idx, rows), np.resize(pos, rows)  # spare rows repeat real ones: valid, and dropped
+        logits, new_keys, new_values = step(
+            self.model, torch.from_numpy(idx), torch.from_numpy(pos), torch.from_numpy(cache.mask[:rows]),
+            tuple(torch.from_numpy(k[:rows]) for k in cache.keys), tuple(torch.from_numpy(v[:rows]) for v in cache.values))
+        return (logits[:n].numpy(), torch.stack(new_keys)[:, :n].numpy(), torch.stack(new_values)[:, :n].numpy())
 
 
-class Recompute(Decoder):
-    """The whole window through ``forward`` at every token: simple, and the reference the others must match."""
+class Contextless(Decoding):
+    """The unigram and the bigram: the next token's logits depend on the current token at most (a row lookup,
+    exact whatever the batch), so there is nothing to cache."""
 
-    def __init__(self, model: GPT):
-        super().__init__(model, model.config.block_size if model.config.has_attention else 1)
-        self.device = next(model.parameters()).device
+    @property
+    def window(self) -> int:
+        return 1
 
-    def encode(self, ids: list[int]) -> np.ndarray:
-        # No no_grad here: its few microseconds are a fifth of the unigram's whole step. Outside one, autograd
-        # records this forward for nothing; _last detaches.
-        return _last(self.model(torch.tensor([ids], device=self.device))[0])
+    @property
+    def cached(self) -> bool:
+        return False
 
-    def advance(self, token: int) -> np.ndarray:
-        return self.encode(self.window)
+    @torch.inference_mode()
+    def encode(self, windows: np.ndarray):
+        return self.model(torch.from_numpy(windows[:, -1:]))[0][:, -1].numpy(), None, None
 
-
-class Cached(Decoder):
-    """One token at a time against a KV cache, in PyTorch."""
-
-    def __init__(self, model: GPT):
-        super().__init__(model, model.config.block_size)
-        self.cache = KVCache(model.config)
-
-    @torch.no_grad()
-    def encode(self, ids: list[int]) -> np.ndarray:
-        logits, keys, values = prefill(self.model, torch.tensor([ids]))
-        self.cache.start(keys, values)
-        return _last(logits)
-
-    @torch.no_grad()
-    def advance(self, token: int) -> np.ndarray:
-        cache = self.cache
-        logits, new_keys, new_values = step(self.model, torch.tensor([token]), torch.tensor([cache.length]),
-                                            cache.mask, tuple(cache.keys), tuple(cache.values))
-        cache.append(torch.stack(new_keys).numpy(), torch.stack(new_values).numpy())
-        return logits[0].numpy()
+    @torch.inference_mode()
+    def advance(self, cache, n: int, idx: np.ndarray, pos: np.ndarray):
+        return self.model(torch.from_numpy(idx[:, None]))[0][:, 0].numpy(), None, None
 
 
-def new_decoder(model: GPT, use_cache: bool = True, exported: OnnxDecoding | None = None) -> Decoder:
-    """The decoder for ``model``: ONNX Runtime when an export of it is given, else the KV cache in PyTorch;
-    the full recompute for models without attention, off the CPU, or with ``use_cache=False``
-    (the same logits every way, to float rounding)."""
-    if not model.config.has_attention or not use_cache or next(model.parameters()).device.type != "cpu":
-        return Recompute(model)
-    if exported is not None:
-        return exported.decoder()
-    return Cached(model)
+def torch_decoding(model: GPT) -> Decoding:
+    """The PyTorch decoding that fits ``model``."""
+    return TorchDecoding(model) if model.config.has_attention else Contextless(model)

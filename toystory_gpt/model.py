@@ -63,6 +63,32 @@ class Probe(nn.Identity):
         self.watched = 0  # recorders currently hooked here
 
 
+def attend(q, keys, values, masks, weigh=None):
+    """Scaled dot-product attention, written once: softmax(q·kᵀ/√hs + mask)·v for queries q (B, nh, Tq, hs).
+
+    The keys and values may come in several blocks (each (B, nh, Tk, hs), with an additive mask broadcasting
+    to (B, nh, Tq, Tk)) that share one softmax: decoding passes the cache and the new token apart, so neither
+    is copied to join the other. ``weigh`` sees the weights before they are applied (a probe, dropout).
+    """
+    scale = q.size(-1) ** -0.5
+    scores = [(q @ k.transpose(-2, -1)) * scale for k in keys]
+    # The mask in the scores' own precision: a float32 mask would promote bfloat16 scores under autocast.
+    scores = torch.cat([s + mask.to(s.dtype) for s, mask in zip(scores, masks)], dim=-1)
+    weights = F.softmax(scores, dim=-1)
+    if weigh is not None:
+        weights = weigh(weights)
+    parts = weights.split([k.size(-2) for k in keys], dim=-1)
+    y = parts[0] @ values[0]
+    for part, v in zip(parts[1:], values[1:]):
+        y = y + part @ v
+    return y
+
+
+def causal_mask(T: int, device=None):
+    """(T, T) additive mask: 0 where a position may look (itself and before), -inf after it."""
+    return torch.full((T, T), float("-inf"), device=device).triu(1)
+
+
 class CausalSelfAttention(nn.Module):
     """Masked self-attention with n_head heads, concatenated and projected back to n_embd."""
 
@@ -75,21 +101,28 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = Dropout(config.dropout)
         self.keys, self.values, self.weights = Probe(), Probe(), Probe()
 
-    def forward(self, x):
+    def heads(self, x):
+        """Queries, keys and values (B, nh, T, hs) of x (B, T, C)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        return (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.heads(x)
         k, v = self.keys(k), self.values(v)
-        # The fused kernel never forms the weights: spell them out when someone watches them or dropout must
-        # zero some (its own dropout would leave the fused kernel anyway, with torch's slower masks).
+        # The fused kernel computes the same as ``attend`` but never forms the weights: spell them out when
+        # someone watches them or dropout must zero some (its own dropout would leave the fused kernel anyway).
         if self.weights.watched or (self.training and self.attn_dropout.p):
-            att = (q @ k.transpose(-2, -1)) * k.size(-1) ** -0.5  # (B, nh, T, T)
-            att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
-            y = self.attn_dropout(self.weights(F.softmax(att, dim=-1))) @ v
+            y = attend(q, [k], [v], [causal_mask(T, x.device)], lambda w: self.attn_dropout(self.weights(w)))
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y))
+        return self.project(y)
+
+    def project(self, y):
+        """The heads (B, nh, T, hs) side by side again (B, T, C), projected."""
+        B, nh, T, hs = y.shape
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, nh * hs)))
 
 
 class FeedForward(nn.Module):

@@ -151,7 +151,7 @@ def check_weights(folder: Path) -> None:
     for saved in loaded:  # the snapshots the app offers too
         for step in saved.snapshot_steps:
             try:
-                saved.at_step(step)
+                weights.load_snapshot(saved, step)
             except weights.WeightsError as exc:
                 broken[f"{saved.milestone.number}@{step}"] = exc
     if broken:

@@ -62,7 +62,7 @@ def model_card(milestone: Milestone, record: TrainingRecord, snapshots=()) -> st
     if snapshots:
         steps = ", ".join(f"{s:,}" for s in sorted(snapshots))
         kept = (f"\n`snapshots/step-S.safetensors` hold the weights as they were at training steps {steps}, in half "
-                f"precision (same tensor names as `model.safetensors`; `SavedModel.at_step(S)` loads one). "
+                f"precision (same tensor names as `model.safetensors`; `weights.load_snapshot(saved, S)` loads one). "
                 f"`history.json` records what the model wrote at every evaluation.\n")
     return f"""---
 library_name: toystory-gpt

@@ -1,40 +1,36 @@
-"""Sampling: a decoder's next-token logits, then temperature / top-k picking, one character at a time."""
+"""Sampling: temperature / top-k picking of the next token from a batch of rows' logits, each row with its own
+settings and random generator, so that a row's draw never depends on the rows beside it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
 import numpy as np
-import torch
-
-from .decoding import new_decoder
-from .model import GPT
-from .tokenizer import CharTokenizer
-
-if TYPE_CHECKING:
-    from .onnx_decode import OnnxDecoding
 
 # An empty prompt starts the text as if at the beginning of a line.
 START = "\n"
 
 
-def odds(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
-    """Unnormalised sampling weights (V,) in float64: the softmax of ``logits / temperature``, scaled so that
-    the likeliest token weighs 1, with everything below the k-th largest logit cut to 0 (tokens tied with
-    it all stay in; ``top_k`` 0 keeps all). At temperature 0 only the likeliest tokens are left.
+def odds(logits: np.ndarray, temperature, top_k) -> np.ndarray:
+    """Unnormalised sampling weights in float64, the shape of ``logits`` ((V,) or (n, V) with a temperature and
+    top-k per row): the softmax of ``logits / temperature``, scaled so that the likeliest token weighs 1, with
+    everything below the k-th largest logit cut to 0 (tokens tied with it all stay in; ``top_k`` 0 keeps all).
+    At temperature 0 only the likeliest tokens are left.
 
-    In NumPy on purpose: these are a few dozen numbers, and torch's per-call overhead would rival a model step.
+    In NumPy on purpose: these are a few dozen numbers a row, and torch's per-call overhead would rival a model step.
     """
-    if temperature == 0:
-        return (logits == logits.max()).astype(np.float64)
+    z = np.atleast_2d(logits)
+    temperature = np.broadcast_to(np.asarray(temperature, np.float64), z.shape[:1])
+    top_k = np.broadcast_to(np.asarray(top_k, np.int64), z.shape[:1])
     # Shift first, so the likeliest logit is 0 and the rest negative, and divide in float64: a tiny
     # temperature then gives -inf (weight 0) instead of overflowing to inf and a NaN softmax.
-    with np.errstate(over="ignore"):  # that -inf is wanted
-        z = (logits - logits.max()).astype(np.float64) / temperature
-    if 0 < top_k < z.size:
-        z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
-    return np.exp(z)
+    z = (z - z.max(axis=1, keepdims=True)).astype(np.float64)
+    greedy = temperature == 0
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # that -inf is wanted
+        z = np.where(greedy[:, None], np.where(z == 0, 0.0, -np.inf), z / np.where(greedy, 1.0, temperature)[:, None])
+    if (cut := (top_k > 0) & (top_k < z.shape[1])).any():
+        kth = -np.sort(-z[cut], axis=1)[np.arange(cut.sum()), top_k[cut] - 1]
+        z[cut] = np.where(z[cut] < kth[:, None], -np.inf, z[cut])
+    weights = np.exp(z)
+    return weights if np.ndim(logits) == 2 else weights[0]
 
 
 def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
@@ -43,32 +39,18 @@ def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarr
     return weights / weights.sum()
 
 
-def pick(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
-    """Choose the next token: greedy at temperature 0, else draw it from ``distribution``."""
-    if temperature == 0:
-        return int(np.argmax(logits))
-    cdf = np.cumsum(odds(logits, temperature, top_k))  # unnormalised: the likeliest weighs 1, so the total is >= 1
-    # side="right" never lands on a zero-probability token (its cdf step is empty). Should u * total ever round
-    # up to the total itself, side="left" on the total gives the last token with any probability.
-    token = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    return token if token < cdf.size else int(np.searchsorted(cdf, cdf[-1], side="left"))
-
-
-@torch.inference_mode()
-def generate(model: GPT, tokenizer: CharTokenizer, prompt: str, length: int, temperature: float = 0.8,
-             top_k: int = 0, seed: int = 0, use_cache: bool = True,
-             exported: OnnxDecoding | None = None) -> Iterator[str]:
-    """Yield ``length`` generated characters continuing ``prompt`` (characters outside the vocabulary are dropped).
-
-    ``use_cache`` and ``exported`` choose the decoder (``decoding.new_decoder``): the same text every way,
-    unless float rounding (~1e-6) happens to move a draw across a boundary between two characters.
-    """
-    rng = np.random.default_rng(seed)
-    ids = tokenizer.encode(prompt).ids or tokenizer.encode(START).ids
-    decoder = new_decoder(model, use_cache, exported)
-    logits = decoder.start(ids)
-    for i in range(length):
-        token = pick(logits, temperature, top_k, rng)
-        yield tokenizer.vocab[token]
-        if i + 1 < length:  # the logits after the last character would go unused
-            logits = decoder.push(token)
+def pick(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+    """Choose each row's next token (n,) from ``logits`` (n, V): greedy at temperature 0 (no draw), else one draw
+    from the row's own generator, from ``distribution``."""
+    temperature = np.asarray(temperature, np.float64)
+    tokens = np.argmax(logits, axis=1)
+    if not (drawn := temperature > 0).any():
+        return tokens
+    cdf = np.cumsum(odds(logits[drawn], temperature[drawn], np.asarray(top_k)[drawn]), axis=1)
+    # Unnormalised: the likeliest weighs 1, so each total is >= 1. Counting the steps at or below u * total is
+    # searchsorted(side="right"): it never lands on a zero-probability token (its step is empty). Should u * total
+    # round up to the total itself, the last token with any probability is taken.
+    u = np.array([rng.random() for rng, d in zip(rngs, drawn) if d]) * cdf[:, -1]
+    chosen = (cdf <= u[:, None]).sum(axis=1)
+    tokens[drawn] = np.where(chosen < cdf.shape[1], chosen, np.argmax(cdf == cdf[:, -1:], axis=1))
+    return tokens

@@ -3,21 +3,20 @@
 ``weights/milestoneN/`` holds ``config.json`` and ``model.safetensors`` (via ``PyTorchModelHubMixin``),
 ``README.md`` (the model card), ``history.json`` (a ``record.TrainingRecord``), ``milestoneN.txt`` (a sample)
 and ``snapshots/step-S.safetensors``: the weights as they were at training step S, in half precision
-(the same tensor names as ``model.safetensors``; load one with ``SavedModel.at_step``).
+(the same tensor names as ``model.safetensors``; load one with ``load_snapshot``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_file
 
-from . import folders, milestones, onnx_decode
+from . import folders, milestones
 from .milestones import Milestone
 from .model import GPT, GPTConfig
 from .record import TrainingRecord
@@ -48,9 +47,6 @@ class SavedModel:
     tokenizer: CharTokenizer
     record: TrainingRecord | None
     folder: Path
-    _exported: object = field(default=None, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-    _snapshots: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def sample_file(self) -> Path:
@@ -62,22 +58,6 @@ class SavedModel:
         found = (p.name.removeprefix("step-").removesuffix(".safetensors")
                  for p in (self.folder / SNAPSHOTS_DIR).glob("step-*.safetensors"))
         return sorted(int(step) for step in found if step.isdecimal())
-
-    def at_step(self, step: int) -> SavedModel:
-        """This model as it was at training step ``step`` (one of ``snapshot_steps``), made on first use."""
-        with self._lock:
-            if step not in self._snapshots:
-                self._snapshots[step] = _load_snapshot(self, step)
-            return self._snapshots[step]
-
-    @property
-    def exported(self) -> onnx_decode.OnnxDecoding | None:
-        """The model's decoding in ONNX Runtime, made on first use: a loaded model's weights never change.
-        None where there is none (see ``onnx_decode.export``), and then it is not tried again."""
-        with self._lock:  # two first requests at once must not export twice
-            if self._exported is None:
-                self._exported = onnx_decode.export(self.model) or False
-            return self._exported or None
 
 
 def save(folder: Path, model: GPT, record: TrainingRecord, sample: str, card: str,
@@ -173,7 +153,8 @@ def load(folder: Path, milestone: Milestone) -> SavedModel:
     return SavedModel(milestone, model, CharTokenizer(config.vocab), read_record(folder), folder)
 
 
-def _load_snapshot(saved: SavedModel, step: int) -> SavedModel:
+def load_snapshot(saved: SavedModel, step: int) -> SavedModel:
+    """``saved`` as it was at training step ``step`` (one of its ``snapshot_steps``)."""
     file = f"{SNAPSHOTS_DIR}/step-{step}.safetensors"
     if step not in saved.snapshot_steps:
         kept = ", ".join(map(str, saved.snapshot_steps)) or "none"

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import html
-import time
-from collections.abc import Iterable, Iterator
 
 import gradio as gr
 
-from .. import compare, hub, milestones, report
+from .. import api, hub, milestones, report
+from . import endpoints
 
 TITLE = "Compare"
-UPDATE_INTERVAL = 0.05  # seconds between screen updates while streaming: 20 a second looks live and stays light
-CONCURRENCY = 2         # generations at once: a free Space has 2 CPUs, and each generation uses one thread
 
 EXAMPLES = ["WOODY:", "BUZZ: Buzz Lightyear to Star Command.", "INT. SID'S ROOM\n", "HAMM: ", ""]
 EXAMPLE_LABELS = ["WOODY:", "BUZZ: Buzz Lightyear to…", "INT. SID'S ROOM ⏎", "HAMM:", "(empty: start of a line)"]
@@ -32,59 +29,29 @@ CSS = """
 """
 
 
-def throttle(updates: Iterable, interval: float) -> Iterator:
-    """Pass on at most one update per ``interval`` seconds, and always the last one."""
-    last_sent, pending = float("-inf"), None
-    for update in updates:
-        pending = update
-        if time.monotonic() - last_sent >= interval:
-            yield pending
-            last_sent, pending = time.monotonic(), None
-    if pending is not None:
-        yield pending
-
-
-def shown_characters(characters: str) -> str:
-    """The characters for a message, space-separated; invisible ones and lone surrogates as U+XXXX.
-
-    A lone surrogate (which JSON can carry) would otherwise break the server's event stream: it cannot be encoded.
-    """
-    return " ".join(c if c.isprintable() else f"U+{ord(c):04X}" for c in characters)
-
-
 def card_markdown(saved) -> str:
     milestone = saved.milestone
     return (f"### {milestone.label}\n<p class=\"idea\">{html.escape(milestone.idea)}</p>\n"
             f"<p class=\"stats\">{saved.model.num_params:,} parameters · {report.loss_line(saved.record)}</p>")
 
 
-def notice_markdown(comparison: compare.Comparison, weights_dir) -> str:
+def notice_markdown(models, weights_dir) -> str:
     """Which milestones cannot be compared, and why; empty when all loaded."""
-    missing = [m for m in milestones.LADDER if m.number not in comparison.models]
+    missing = [m for m in milestones.LADDER if m.number not in models.saved]
     if not missing:
         return ""
-    if not comparison.models:
+    if not models.saved:
         return (f"**No trained milestones found in `{weights_dir}`.** Train them with `python train.py`, "
                 f"or point `${hub.WEIGHTS_ENV}` at a weights folder or Hub repo.")
-    return "\n".join(f"- **{m.label}** is unavailable: {html.escape(comparison.unavailable_reason(m.number))}."
+    return "\n".join(f"- **{m.label}** is unavailable: {html.escape(models.unavailable_reason(m.number))}."
                      for m in missing)
 
 
 def build(context) -> None:
-    comparison = context.comparison
+    service = context.service
+    models = service.models
     ladder = milestones.LADDER
-    available = sorted(comparison.models)
-
-    def run(milestones, prompt, length, temperature, top_k, seed, step=compare.FINAL):
-        """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
-        ``step``; returns one text per milestone of the ladder, in order ("" where not chosen)."""
-        try:
-            request = comparison.request(milestones, prompt, length, temperature, top_k, seed, step)
-        except compare.InvalidRequest as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        if dropped := comparison.dropped(request):
-            gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(dropped))}")
-        yield from throttle(comparison.stream(request), UPDATE_INTERVAL)
+    available = sorted(models.saved)
 
     def show_cards(chosen):
         return [gr.Column(visible=n in chosen) for n in ladder.numbers]
@@ -93,20 +60,20 @@ def build(context) -> None:
         with gr.Column(scale=1, min_width=300):
             chosen = gr.CheckboxGroup([(ladder[n].label, n) for n in available], value=available,
                                       label="Milestones to compare", show_select_all=True, elem_id="milestones")
-            prompt = gr.Textbox(compare.DEFAULTS["prompt"], label="Prompt", lines=2, max_lines=6,
-                                max_length=compare.MAX_PROMPT, elem_id="prompt",
+            prompt = gr.Textbox(api.DEFAULT_PROMPT, label="Prompt", lines=2, max_lines=6,
+                                max_length=api.MAX_PROMPT, elem_id="prompt",
                                 info="Empty is fine: the models then start a new line. Shift+Enter generates.")
-            length = gr.Slider(1, compare.MAX_LENGTH, compare.DEFAULTS["length"], step=1, label="Length (characters)",
+            length = gr.Slider(1, api.MAX_LENGTH, api.DEFAULT_LENGTH, step=1, label="Length (characters)",
                                elem_id="length")
-            temperature = gr.Slider(0, compare.MAX_TEMPERATURE, compare.DEFAULTS["temperature"], step=0.05,
+            temperature = gr.Slider(0, api.MAX_TEMPERATURE, api.DEFAULT_TEMPERATURE, step=0.05,
                                     label="Temperature", info="0 = always the likeliest character; higher = wilder")
-            top_k = gr.Slider(0, compare.MAX_TOP_K, compare.DEFAULTS["top_k"], step=1, label="Top-k",
+            top_k = gr.Slider(0, api.MAX_TOP_K, 0, step=1, label="Top-k",
                               info="Sample only from the k likeliest characters; 0 = off")
-            seed = gr.Number(compare.DEFAULTS["seed"], label="Seed", precision=0, minimum=0, maximum=compare.MAX_SEED,
+            seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=api.MAX_SEED,
                              info="Same seed and settings → the same text, so comparisons are fair")
-            step = gr.Dropdown([("final (best)", compare.FINAL),
-                                *((f"as at step {s:,}", s) for s in comparison.snapshot_steps())],
-                               value=compare.FINAL, label="Weights", elem_id="weights-step",
+            step = gr.Dropdown([("final (best)", api.FINAL),
+                                *((f"as at step {s:,}", s) for s in models.snapshot_steps())],
+                               value=api.FINAL, label="Weights", elem_id="weights-step",
                                info="The milestones as they were part-way through training (snapshots kept then)")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -114,7 +81,7 @@ def build(context) -> None:
             gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], example_labels=EXAMPLE_LABELS,
                         cache_examples=False, label="Example prompts")
         with gr.Column(scale=3):
-            gr.Markdown(notice_markdown(comparison, context.weights_dir), elem_id="notice",
+            gr.Markdown(notice_markdown(models, context.weights_dir), elem_id="notice",
                         visible=len(available) < len(ladder))
             cards, texts = [], []
             with gr.Column(elem_id="cards"):
@@ -122,17 +89,18 @@ def build(context) -> None:
                     with gr.Column(visible=m.number in available, elem_classes="card", elem_id=f"card-{m.number}",
                                    min_width=0) as card:
                         if m.number in available:
-                            gr.Markdown(card_markdown(comparison.models[m.number]))
+                            gr.Markdown(card_markdown(models.saved[m.number]))
                         # The box grows with the text: Gradio's autoscroll does not follow streamed updates,
                         # so a fixed box would hide the newest text.
                         texts.append(gr.Textbox(label=m.label, show_label=False, container=False, lines=10,
                                                 max_lines=100, interactive=False, buttons=["copy"],
                                                 elem_id=f"text-{m.number}"))
                     cards.append(card)
-    event = gr.on([generate.click, prompt.submit], run,
+    # Every visitor's generation at once: the engine batches them, and an async handler holds no thread.
+    event = gr.on([generate.click, prompt.submit], endpoints.generate(service),
                   inputs=[chosen, prompt, length, temperature, top_k, seed, step],
-                  outputs=texts, api_name="generate", preprocess=False,  # compare.validate checks raw API input
-                  show_progress="minimal", concurrency_limit=CONCURRENCY)
+                  outputs=texts, api_name="generate", preprocess=False,  # api.GenerateRequest checks raw input
+                  show_progress="minimal", concurrency_limit=service.engine.capacity)
     stop.click(None, cancels=[event])
     chosen.change(show_cards, chosen, cards, api_visibility="private", queue=False)
     context.shared.update(prompt=prompt, texts=texts)

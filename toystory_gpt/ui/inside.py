@@ -15,9 +15,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .. import compare, milestones
-from .. import analysis
-from .compare import shown_characters
+from .. import analysis, api, milestones
+from . import endpoints
+from .endpoints import shown_characters
 
 TITLE = "Inside"
 DEFAULT_TEXT = "The little robot rolled under the bed and waited for the lights to go out."
@@ -130,12 +130,12 @@ def row_html(number: int, cells: str, figure: str = "", unit: str = "", note: st
             f'<span class="ins-bpc">{figure}<span class="ins-wide">{unit}</span></span></div>')
 
 
-def surprise_html(comparison: compare.Comparison, req: analysis.Request, rows: list[analysis.Surprise],
+def surprise_html(models: dict, req: analysis.Request, rows: list[analysis.Surprise],
                   selected: int | None) -> str:
     """The shaded rows, one per milestone, the same characters in the same columns, and the legend."""
     lines = []
     for row in rows:
-        saved = comparison.models[row.milestone]
+        saved = models[row.milestone]
         vocab = saved.tokenizer.vocab
         cells = []
         for i, character in enumerate(req.text):
@@ -159,12 +159,12 @@ def heading_html(req: analysis.Request, slot: int) -> str:
             f'(greyed: cut by top-k).</p>')
 
 
-def bars_html(comparison: compare.Comparison, req: analysis.Request, slot: int, looks: list[analysis.Look]) -> str:
+def bars_html(models: dict, req: analysis.Request, slot: int, looks: list[analysis.Look]) -> str:
     """For every milestone, the likeliest next characters, raw beside as-sampled, the true one marked."""
     truth = req.text[slot] if slot < len(req.text) else None
     cards = []
     for seen in looks:
-        saved = comparison.models[seen.milestone]
+        saved = models[seen.milestone]
         entry = analysis.next_chars_entry(saved, seen, truth, req.temperature, req.top_k, BARS)
         listed = entry["chars"]
         true = entry.get("true_next")
@@ -256,63 +256,57 @@ def heatmap_html(req: analysis.Request, seen: analysis.Look | None, layer: str, 
             f'no model may look ahead. The bottom row is the attention shown above.</p></div>')
 
 
-def position_views(comparison, state: dict, layer: str, head: str, heat) -> tuple[str, str, str]:
+def position_views(models, state: dict, layer: str, head: str, heat) -> tuple[str, str, str]:
     """Bars, attention rows and heatmap for the slot in ``state``: one forward pass per milestone, no rescoring."""
     req, slot = analysis.Request(**state["request"]), state["slot"]
-    looks = analysis.look(comparison, req, slot)
+    looks = analysis.look(models, req, slot)
     heat_look = next((seen for seen in looks if seen.milestone == heat), None)
-    return (bars_html(comparison, req, slot, looks), attention_html(req, slot, looks, layer, head),
+    return (bars_html(models, req, slot, looks), attention_html(req, slot, looks, layer, head),
             heatmap_html(req, heat_look, layer, head))
 
 
-def _invalid(exc: compare.InvalidRequest) -> gr.Error:
-    return gr.Error(str(exc), print_exception=False)
-
-
-def read(comparison, text, chosen, temperature, top_k, layer, head, heat):
+def read(service: api.Service, text, chosen, temperature, top_k, layer, head, heat):
     """Score the text once for every chosen milestone, then show the last character's slot."""
-    try:
-        req = analysis.request(comparison, text, chosen, temperature, top_k)
-    except compare.InvalidRequest as exc:
-        raise _invalid(exc) from None
+    with endpoints.answered():
+        req = service.read(api.NextCharsRequest.parse(text=text, milestones=chosen, temperature=temperature,
+                                                      top_k=top_k))
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
     slot = len(req.text) - 1
     state = {"request": vars(req), "slot": slot}
-    rows = surprise_html(comparison, req, analysis.score(comparison, req), slot)
-    return rows, state, *position_views(comparison, state, layer, head, heat)
+    models = service.models.saved
+    rows = surprise_html(models, req, analysis.score(models, req), slot)
+    return rows, state, *position_views(models, state, layer, head, heat)
 
 
 def build(context) -> None:
-    comparison = context.comparison
+    service = context.service
+    models = service.models.saved
     ladder = milestones.LADDER
-    available = sorted(comparison.models)
-    with_attention = [n for n in available if comparison.models[n].model.config.has_attention]
-    configs = [comparison.models[n].model.config for n in with_attention]
+    available = sorted(models)
+    with_attention = [n for n in available if models[n].model.config.has_attention]
+    configs = [models[n].model.config for n in with_attention]
     layer_choices = [MEAN, *map(str, range(1, max((c.n_layer for c in configs), default=0) + 1))]
     head_choices = [MEAN, *map(str, range(1, max((c.n_head for c in configs), default=0) + 1))]
 
     def pick(state, temperature, top_k, layer, head, heat, evt: gr.EventData):
         """A click on a character: only the views at that slot are computed, the rows stay as they are."""
         req = analysis.Request(**{**state["request"], "temperature": temperature, "top_k": top_k})
-        try:
+        with endpoints.answered():
             slot = analysis.slot_of(req, evt._data.get("pos") if isinstance(evt._data, dict) else None)
-        except compare.InvalidRequest as exc:
-            raise _invalid(exc) from None
         state = {"request": vars(req), "slot": slot}
-        return state, *position_views(comparison, state, layer, head, heat)
+        return state, *position_views(models, state, layer, head, heat)
 
     def redraw(state, temperature, top_k, layer, head, heat):
         """A changed knob or selector: the same slot drawn again."""
         state = {**state, "request": {**state["request"], "temperature": temperature, "top_k": top_k}}
-        return state, *position_views(comparison, state, layer, head, heat)
+        return state, *position_views(models, state, layer, head, heat)
 
     heat_default = with_attention[-1] if with_attention else None
-    first = read(comparison, DEFAULT_TEXT, available, compare.DEFAULTS["temperature"], compare.DEFAULTS["top_k"],
-                 MEAN, MEAN, heat_default) if available else ("", None, "", "", "")
+    first = read(service, DEFAULT_TEXT, available, api.DEFAULT_TEMPERATURE, 0, MEAN, MEAN, heat_default) if available else ("", None, "", "", "")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240):
-            text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, max_length=analysis.MAX_TEXT,
+            text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, max_length=api.MAX_TEXT,
                               elem_id="inside-text", info="Enter (or Look inside) scores it with every chosen model.")
             offered = {"prompt", "texts"} <= context.shared.keys()
             use = gr.Button("Use the text just generated", size="sm", elem_id="inside-use", visible=offered)
@@ -323,9 +317,9 @@ def build(context) -> None:
             rows = gr.HTML(first[0], js_on_load=CLICK_JS, elem_id="surprise-rows")
     state = gr.State(first[1])
     with gr.Row(elem_id="inside-knobs"):
-        temperature = gr.Slider(0, compare.MAX_TEMPERATURE, compare.DEFAULTS["temperature"], step=0.05,
+        temperature = gr.Slider(0, api.MAX_TEMPERATURE, api.DEFAULT_TEMPERATURE, step=0.05,
                                 label="Temperature", elem_id="inside-temperature", min_width=200)
-        top_k = gr.Slider(0, compare.MAX_TOP_K, compare.DEFAULTS["top_k"], step=1, label="Top-k (0 = off)",
+        top_k = gr.Slider(0, api.MAX_TOP_K, 0, step=1, label="Top-k (0 = off)",
                           elem_id="inside-top-k", min_width=200)
         layer = gr.Radio(layer_choices, value=MEAN, label="Attention layer", elem_id="inside-layer", min_width=200)
         head = gr.Radio(head_choices, value=MEAN, label="Attention head", elem_id="inside-head", min_width=200)
@@ -339,7 +333,7 @@ def build(context) -> None:
             heatmap = gr.HTML(first[4], js_on_load=None, elem_id="attention-map")
     views = [bars, looks, heatmap]
     knobs = [temperature, top_k, layer, head, heat]
-    gr.on([look.click, text.submit], lambda *args: read(comparison, *args), inputs=[text, chosen, *knobs],
+    gr.on([look.click, text.submit], lambda *args: read(service, *args), inputs=[text, chosen, *knobs],
           outputs=[rows, state, *views], api_visibility="private", show_progress="minimal")
     rows.click(pick, inputs=[state, *knobs], outputs=[state, *views], api_visibility="private",
                show_progress="hidden", trigger_mode="always_last")
@@ -348,10 +342,10 @@ def build(context) -> None:
           trigger_mode="always_last")
     if offered:
         use.click(generated, inputs=[context.shared["prompt"], *context.shared["texts"]], outputs=text,
-                  api_visibility="private").success(lambda *args: read(comparison, *args),
+                  api_visibility="private").success(lambda *args: read(service, *args),
                                                     inputs=[text, chosen, *knobs], outputs=[rows, state, *views],
                                                     api_visibility="private")
-    register_api(comparison)
+    endpoints.register_views(service)
 
 
 def generated(prompt: str, *texts: str) -> str:
@@ -359,30 +353,4 @@ def generated(prompt: str, *texts: str) -> str:
     written = [t for t in texts if t]
     if not written:
         raise gr.Error("Generate a text in the Compare tab first.", print_exception=False)
-    return ((prompt or "") + written[-1])[-analysis.MAX_TEXT:]
-
-
-def register_api(comparison: compare.Comparison) -> None:
-    """The three views as plain-JSON endpoints, /surprise, /next_chars and /attention."""
-
-    def answer(view, *args):
-        try:
-            return view(comparison, *args)
-        except compare.InvalidRequest as exc:
-            raise _invalid(exc) from None
-
-    def surprise(text: str, milestones: list[int]) -> dict:
-        """Bits of surprise at each character of text (read from the start of a line), per milestone."""
-        return answer(analysis.surprise, text, milestones)
-
-    def next_chars(text: str, milestones: list[int], temperature: float = 0.8, top_k: int = 0, k: int = 5,
-                   position: int | None = None) -> dict:
-        """The k likeliest next characters per milestone, raw and as sampled, at a position (default: the end)."""
-        return answer(analysis.next_chars, text, milestones, temperature, top_k, k, position)
-
-    def attention(text: str, milestone: int, position: int | None = None) -> dict:
-        """Attention weights (layers, heads, T, T) over the context of a position (default: the end)."""
-        return answer(analysis.attention, text, milestone, position)
-
-    for fn in (surprise, next_chars, attention):
-        gr.api(fn, api_name=fn.__name__)
+    return ((prompt or "") + written[-1])[-api.MAX_TEXT:]

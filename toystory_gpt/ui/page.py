@@ -14,15 +14,18 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from .. import compare as comparing
-from .. import milestones, report
+from .. import api, milestones, report
 from ..record import RunSummary
 from . import about, compare, inside, training
 
 log = logging.getLogger("toystory_gpt.app")
 
 TABS = (compare, inside, training, about)
-QUEUE_SIZE = 32         # more waiting visitors than this are told the app is busy instead of queueing for minutes
+# Visitors waiting for a free slot of the engine (its capacity are served at once): past this many, they are
+# told the app is busy instead of queueing for minutes.
+QUEUE_SIZE = 64
+# Worker threads for the synchronous events (the Inside views); generation is async and holds none.
+MAX_THREADS = 8
 # Visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB.
 SESSIONS_KEPT = 1000
 
@@ -48,9 +51,10 @@ CSS = """
 
 @dataclass
 class Context:
-    """What every tab builds from: the loaded milestones, where they came from, and what training recorded.
-    ``shared`` holds components one tab offers another (e.g. the Compare tab's texts)."""
-    comparison: comparing.Comparison
+    """What every tab builds from: the service (the loaded milestones and the engine), where the milestones
+    came from, and what training recorded. ``shared`` holds components one tab offers another (e.g. the
+    Compare tab's texts)."""
+    service: api.Service
     weights_dir: Path
     rows: list[dict]
     summary: RunSummary | None
@@ -81,16 +85,17 @@ def build_app(weights_dir: Path) -> gr.Blocks:
     """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked."""
     # Sampling is many tiny matmuls: one thread per request is fastest, and leaves cores for others.
     torch.set_num_threads(1)
-    comparison = comparing.Comparison.from_folder(weights_dir)
-    comparison.warm_up()
-    for saved in comparison.models.values():
+    service = api.Service.from_folder(weights_dir)
+    service.engine.warm_up()
+    models = service.models
+    for saved in models.saved.values():
         log.info("loaded %s: %s parameters, from %s", saved.milestone.label, f"{saved.model.num_params:,}",
                  saved.folder)
     for m in milestones.LADDER:
-        if m.number not in comparison.models:
-            log.warning("unavailable %s: %s", m.label, comparison.unavailable_reason(m.number))
-    log.info("serving %d of %d milestones from %s", len(comparison.models), len(milestones.LADDER), weights_dir)
-    context = Context(comparison, Path(weights_dir), report.collect_rows(weights_dir), report.read_summary(weights_dir))
+        if m.number not in models.saved:
+            log.warning("unavailable %s: %s", m.label, models.unavailable_reason(m.number))
+    log.info("serving %d of %d milestones from %s", len(models.saved), len(milestones.LADDER), weights_dir)
+    context = Context(service, Path(weights_dir), report.collect_rows(weights_dir), report.read_summary(weights_dir))
     with gr.Blocks(title="Toy Story GPT") as demo:
         gr.Markdown(header_markdown())
         for tab in TABS:
@@ -103,7 +108,8 @@ def build_app(weights_dir: Path) -> gr.Blocks:
 def launch(app: gr.Blocks, **server):
     """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT
     sessions."""
-    return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT, **server})
+    return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT,
+                         "max_threads": MAX_THREADS, **server})
 
 
 def free_port() -> int:

@@ -1,0 +1,156 @@
+"""The serving engine: every visitor's decoding, batched, one tick at a time.
+
+A request becomes one ``Sequence`` per chosen milestone, each joining that model's ``Pool``. A scheduler
+thread runs ticks while any pool has work: in each, every busy pool writes one character for all its
+sequences in one batched step, the pools shared out between ``threads`` workers (one per core: ONNX Runtime
+and PyTorch leave Python while they compute), costliest first. So a request's texts grow together, one
+character per tick, and a tick costs little more for thirty visitors than for one. Nothing waits for a
+reader: a visitor reads its ``Generation`` when it likes, and a slow reader slows nobody else.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Sequence as Seq
+
+from .models import Models
+from .pool import Pool, Sequence
+
+log = logging.getLogger(__name__)
+
+CAPACITY = 64  # sequences per model at once: past this, requests wait in their pool for a free row
+
+
+class GenerationError(RuntimeError):
+    """A request could not be finished (its model's step failed); the message is meant for the visitor."""
+
+
+class Generation:
+    """One request's texts as they grow, one per chosen milestone; finished when ``done`` is."""
+
+    def __init__(self, sequences: dict[int, Sequence]):
+        self.sequences = sequences
+        self.done: concurrent.futures.Future = concurrent.futures.Future()
+        self._left = len(sequences)
+        self._lock = threading.Lock()
+
+    def texts(self) -> dict[int, str]:
+        """What each milestone has written so far."""
+        return {number: "".join(s.text) for number, s in self.sequences.items()}
+
+    def cancel(self) -> None:
+        """Stop writing: every sequence leaves its pool at the next tick."""
+        for sequence in self.sequences.values():
+            sequence.cancelled = True
+
+    def result(self, timeout: float | None = None) -> dict[int, str]:
+        """The finished texts (a GenerationError if they could not be written)."""
+        self.done.result(timeout)
+        return self.texts()
+
+    def _finished(self, sequence: Sequence) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left == 0 and not self.done.done():
+                self.done.set_result(None)
+
+    def _failed(self, message: str) -> None:
+        self.cancel()
+        with self._lock:
+            if not self.done.done():
+                self.done.set_exception(GenerationError(message))
+
+
+class Engine:
+    """Serves ``models`` to everyone at once; ``submit`` from any thread."""
+
+    def __init__(self, models: Models, threads: int = 2, capacity: int = CAPACITY):
+        self.models = models
+        self.capacity = capacity
+        self._pools: dict[tuple[int, int | None], Pool] = {}
+        self._owners: dict[int, Generation] = {}  # id(sequence) -> its request
+        self._wake = threading.Condition()
+        self._closed = False
+        self._workers = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="engine")
+        self._scheduler = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._scheduler.start()
+
+    def pool(self, number: int, step: int | None = None) -> Pool:
+        """Milestone ``number``'s pool (at training step ``step``), made on first use."""
+        with self._wake:
+            if (number, step) not in self._pools:
+                name = self.models.label(number) + ("" if step is None else f" at step {step:,}")
+                self._pools[number, step] = Pool(self.models.decoding(number, step), self.capacity, name)
+            return self._pools[number, step]
+
+    def warm_up(self) -> None:
+        """Make every final model's pool (exporting its decoding) and write a character with each, so that the
+        first visitor does not wait for it."""
+        numbers = sorted(self.models.saved)
+        for number in numbers:
+            self.pool(number)
+        if numbers:
+            self.submit({n: self.models.saved[n].tokenizer for n in numbers}, "", 2, 0.8, 0, 0).result()
+
+    def submit(self, tokenizers: dict, prompt: str, length: int, temperature: float, top_k: int, seed: int,
+               step: int | None = None) -> Generation:
+        """Start writing ``length`` characters after ``prompt`` with each milestone in ``tokenizers`` (number ->
+        its tokenizer), each from its own generator seeded with ``seed``; return the growing ``Generation``."""
+        sequences = {n: Sequence.start(tokenizer, prompt, length, temperature, top_k, seed)
+                     for n, tokenizer in tokenizers.items()}
+        generation = Generation(sequences)
+        pools = {n: self.pool(n, step) for n in sequences}
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            for number, sequence in sequences.items():
+                self._owners[id(sequence)] = generation
+                pools[number].join(sequence)
+            self._wake.notify()
+        return generation
+
+    @property
+    def active(self) -> int:
+        """Sequences live or waiting in any pool: 0 when the engine is idle."""
+        with self._wake:
+            return sum(len(p.live) + len(p.joining) for p in self._pools.values())
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._scheduler.join()
+        self._workers.shutdown()
+
+    def _busy(self) -> list[Pool]:
+        # Costliest first, so the workers end a tick together: deep models with many rows take longest.
+        busy = [p for p in self._pools.values() if p.busy]
+        return sorted(busy, key=lambda p: -p.decoding.config.n_layer * (len(p.live) + len(p.joining)))
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not (busy := self._busy()):
+                    self._wake.wait()
+                if self._closed:
+                    return
+            for pool, outcome in zip(busy, self._workers.map(self._tick, busy)):
+                finished, error = outcome
+                with self._wake:
+                    owners = [self._owners.pop(id(s)) for s in finished]
+                for sequence, owner in zip(finished, owners):
+                    if error is None:
+                        owner._finished(sequence)
+                    else:
+                        owner._failed(error)
+
+    @staticmethod
+    def _tick(pool: Pool) -> tuple[Seq[Sequence], str | None]:
+        try:
+            return pool.tick(), None
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+            log.exception("a decoding step failed; its requests are told")
+            label = f"{type(exc).__name__}: {exc}"
+            return pool.clear(), f"Milestone {pool.name} failed while writing ({label}). Try again."
