@@ -25,7 +25,7 @@ from toystory_gpt import checkpoint, corpus, folders, milestones, report, weight
 from toystory_gpt.milestones import Milestone, milestone_list
 from toystory_gpt.model import GPT
 from toystory_gpt.record import RunSummary, TrainingRecord
-from toystory_gpt.sampler import generate
+from toystory_gpt.serving import generate
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import TrainConfig, Trainer
 

@@ -190,7 +190,7 @@ class AttentionRequest(_Reading):
         return (self.milestone,)
 
 
-NAMES = {"milestones": "each milestone", "milestone": "milestone", "k": "k", "position": "position", "step": f'step (or "{FINAL}")'}
+NAMES = {"step": f'step (or "{FINAL}")'}  # how a message names an input, where not by its own name
 
 
 def _limits(model: type[BaseModel], field: str) -> tuple:
@@ -226,7 +226,7 @@ def _explain(model: type[BaseModel], error: dict) -> str:
     if model.model_fields[field].annotation in (float, Real) or field == "temperature":
         return (f"{field} must be a number from {low:g} to {high:g} (0 = always the likeliest character), "
                 f"got {shown(value)}")
-    name = NAMES.get(field, field)
+    name = NAMES.get(field, field)  # whole numbers below
     if kind == "whole_number":
         return f"{name} must be a whole number from {low:,} to {high:,}, got {shown(value)}"
     return f"{name} must be from {low:,} to {high:,}, got {shown(value)}"

@@ -60,7 +60,8 @@ class KVCache:
         """Store one token's keys and values per row, all layers stacked (L, n, nh, 1, hs), in each row's next slot."""
         at = self.lengths[rows]
         if at.size and at.max() >= self.mask.shape[1]:
-            raise ValueError(f"sequence of {int(at.max()) + 1} tokens is longer than the context ({self.mask.shape[1]})")
+            raise ValueError(f"sequence of {int(at.max()) + 1} tokens is longer than the context "
+                             f"({self.mask.shape[1]})")
         # Two index arrays around a slice put their dimension first: (n, L, nh, hs).
         self.keys[:, rows, :, at] = new_keys[:, :, :, 0].transpose(1, 0, 2, 3)
         self.values[:, rows, :, at] = new_values[:, :, :, 0].transpose(1, 0, 2, 3)
@@ -99,7 +100,8 @@ def step(model: GPT, idx, pos, mask, keys: tuple, values: tuple):
     for block, cached_keys, cached_values in zip(model.blocks, keys, values):
         attn = block.attn
         q, k, v = attn.heads(block.ln_1(x))  # (B, nh, 1, hs) each
-        y = attend(q, [cached_keys, k], [cached_values, v], [mask[:, None, None, :], torch.zeros((), dtype=mask.dtype)])
+        now = torch.zeros((), dtype=mask.dtype)  # the new token may always see itself
+        y = attend(q, [cached_keys, k], [cached_values, v], [mask[:, None, None, :], now])
         x = block.after_attention(x, attn.project(y))
         new_keys.append(k)
         new_values.append(v)
@@ -154,9 +156,9 @@ class TorchDecoding(Decoding):
     def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
         rows = max(n, self.min_rows)  # the pool's cache has at least min_rows rows
         idx, pos = np.resize(idx, rows), np.resize(pos, rows)  # spare rows repeat real ones: valid, and dropped
-        logits, new_keys, new_values = step(
-            self.model, torch.from_numpy(idx), torch.from_numpy(pos), torch.from_numpy(cache.mask[:rows]),
-            tuple(torch.from_numpy(k[:rows]) for k in cache.keys), tuple(torch.from_numpy(v[:rows]) for v in cache.values))
+        keys, values = (tuple(torch.from_numpy(layer[:rows]) for layer in part) for part in (cache.keys, cache.values))
+        logits, new_keys, new_values = step(self.model, torch.from_numpy(idx), torch.from_numpy(pos),
+                                            torch.from_numpy(cache.mask[:rows]), keys, values)
         return (logits[:n].numpy(), torch.stack(new_keys)[:, :n].numpy(), torch.stack(new_values)[:, :n].numpy())
 
 

@@ -303,7 +303,8 @@ def build(context) -> None:
         return state, *position_views(models, state, layer, head, heat)
 
     heat_default = with_attention[-1] if with_attention else None
-    first = read(service, DEFAULT_TEXT, available, api.DEFAULT_TEMPERATURE, 0, MEAN, MEAN, heat_default) if available else ("", None, "", "", "")
+    first = (read(service, DEFAULT_TEXT, available, api.DEFAULT_TEMPERATURE, 0, MEAN, MEAN, heat_default)
+             if available else ("", None, "", "", ""))
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240):
             text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, max_length=api.MAX_TEXT,

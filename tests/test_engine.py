@@ -1,0 +1,182 @@
+"""The serving engine: a request's text depends on its own inputs only, alone or in a crowd, down to the logits'
+bits; a failing model fails only its own requests; cancelled requests leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from toystory_gpt import api
+from toystory_gpt.decoding import KVCache, TorchDecoding
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.serving import GenerationError, Pool
+
+ALL = [m.number for m in LADDER.milestones]
+BATCHES = [1, 2, 3, 5, 16, 17, 32, 64]  # the sizes where PyTorch's kernels were seen to change, and around them
+WAIT = 60  # seconds: bounds a hang, measures nothing
+
+
+def crowd_cache(decoding, rows: int, seed: int) -> KVCache:
+    """A cache of ``rows`` sequences of different lengths, filled by real encodes."""
+    rng = np.random.default_rng(seed)
+    cache = KVCache(decoding.config, max(rows, decoding.min_rows))
+    block = decoding.config.block_size
+    for row in range(rows):
+        window = rng.integers(0, decoding.config.vocab_size, int(rng.integers(1, block)))
+        _, keys, values = decoding.encode(window[None])
+        cache.fill(np.array([row]), keys, values)
+    return cache
+
+
+@pytest.mark.parametrize("milestone", [3, 5, 8])
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_a_rows_logits_are_bitwise_the_same_at_every_batch_size_and_slot(service, milestone, runtime):
+    saved = service.models.saved[milestone]
+    decoding = service.models.decoding(milestone) if runtime == "onnx" else TorchDecoding(saved.model)
+    assert type(decoding).__name__ == ("OnnxDecoding" if runtime == "onnx" else "TorchDecoding")
+    rows = max(BATCHES)
+    cache = crowd_cache(decoding, rows, seed=milestone)
+    idx = np.random.default_rng(1).integers(0, saved.model.config.vocab_size, rows)
+    reference = decoding.advance(cache, rows, idx, cache.lengths[:rows].copy())
+    for n in BATCHES:
+        logits, keys, values = decoding.advance(cache, n, idx[:n], cache.lengths[:n].copy())
+        for got, want in zip((logits, keys, values), reference):
+            np.testing.assert_array_equal(got, want[:n] if got.ndim == 2 else want[:, :n], err_msg=f"batch of {n}")
+    # The same sequence in another slot, among other companions: the last row moved to the front.
+    moved = crowd_cache(decoding, rows, seed=milestone)
+    moved.move(rows - 1, 0)
+    logits, _, _ = decoding.advance(moved, 5, np.r_[idx[-1], idx[1:5]], moved.lengths[:5].copy())
+    np.testing.assert_array_equal(logits[0], reference[0][rows - 1])
+
+
+@pytest.mark.parametrize("milestone", [3, 8])
+def test_encoding_windows_together_gives_each_the_bits_it_gets_alone(service, milestone):
+    decoding = service.models.decoding(milestone)
+    windows = np.random.default_rng(2).integers(0, decoding.config.vocab_size, (6, 9))
+    together = decoding.encode(windows)
+    for row in range(6):
+        alone = decoding.encode(windows[row:row + 1])
+        np.testing.assert_array_equal(alone[0][0], together[0][row])
+        np.testing.assert_array_equal(alone[1][:, 0], together[1][:, row])
+
+
+def test_twenty_seeds_write_the_same_texts_alone_and_in_a_crowd(service):
+    def request(seed, **change):
+        return service.generate_request(**{**dict(milestones=ALL, prompt="WOODY:", length=70, temperature=0.8,
+                                                   top_k=0, seed=seed), **change})
+
+    mine = [request(seed) for seed in range(20)]
+    alone = [service.run(r) for r in mine]
+    # Among them, others with other prompts (other lengths to encode), settings and lengths.
+    others = [request(100 + i, prompt="BUZZ: " * (i % 4), temperature=(i % 3) * 0.6, top_k=i % 5, length=20 + 9 * i)
+              for i in range(12)]
+    crowd = [service.submit(r) for pair in zip(mine, others + others[:8]) for r in pair]
+    texts = [service.in_ladder_order(g.result(WAIT)) for g in crowd]
+    assert texts[::2] == alone
+    assert len({t[7] for t in alone}) == 20  # the seeds differ: a trivial equality would not show anything
+
+
+def test_a_requests_texts_grow_together(service):
+    generation = service.submit(service.generate_request(milestones=ALL, length=400, seed=1))
+    spreads = []
+    while not generation.done.done():
+        spreads.append(np.ptp([len(t) for t in generation.texts().values()]))
+        time.sleep(0.001)
+    # Read while the engine writes: a tick may end between reading one text and the next.
+    assert max(spreads) <= 2 and len(spreads) > 3
+
+
+def test_a_failing_model_fails_only_its_own_requests(service, monkeypatch):
+    broken = service.engine.pool(5)
+    real_tick = Pool.tick
+
+    def tick(pool):
+        if pool is broken:
+            raise RuntimeError("a broken snapshot")
+        return real_tick(pool)
+
+    monkeypatch.setattr(Pool, "tick", tick)
+    hit = service.submit(service.generate_request(milestones=[2, 5, 8], length=30, seed=1))
+    spared = service.submit(service.generate_request(milestones=[2, 8], length=30, seed=1))
+    with pytest.raises(GenerationError, match=r"Milestone 5 · \+ feed-forward failed while writing \(RuntimeError: "
+                                              r"a broken snapshot\)\. Try again\."):
+        hit.result(WAIT)
+    assert [len(t) for t in spared.result(WAIT).values()] == [30, 30]
+    monkeypatch.setattr(Pool, "tick", real_tick)
+    again = service.generate_request(milestones=[5, 8], length=30, seed=1)
+    assert [len(t) for t in service.run(again) if t] == [30, 30]  # the engine goes on serving everyone
+    wait_idle(service)
+
+
+def wait_idle(service) -> None:
+    deadline = time.monotonic() + WAIT
+    while service.engine.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.engine.active == 0
+
+
+def test_two_hundred_requests_stopped_mid_stream_leave_nothing_behind(service):
+    request = service.generate_request(milestones=ALL, length=2000, seed=3)
+    started = [service.submit(request) for _ in range(200)]
+    time.sleep(0.05)  # some are writing, most are still waiting for a row
+    written = 0
+    for generation in started:
+        written += sum(map(len, generation.texts().values()))
+        generation.cancel()
+    for generation in started:
+        generation.result(WAIT)  # every one ends, stopped
+    wait_idle(service)
+    assert written < 200 * 8 * 2000
+    assert service.run(service.generate_request(milestones=[8], length=5, seed=0))[7]  # and it still serves
+
+
+def test_closing_a_stream_early_frees_its_rows(service):
+    async def read_three():
+        stream = service.stream(service.generate_request(milestones=ALL, length=2000, seed=4), interval=0.001)
+        updates = [texts async for texts, _ in zip_count(stream, 3)]
+        await stream.aclose()  # what Gradio does on Stop or a closed tab
+        return updates
+
+    updates = asyncio.run(read_three())
+    assert len(updates) == 3 and all(len(u) == len(LADDER.milestones) for u in updates)
+    wait_idle(service)
+
+
+async def zip_count(stream, n):
+    i = 0
+    async for item in stream:
+        yield item, i
+        i += 1
+        if i == n:
+            return
+
+
+def test_a_stream_ends_with_the_finished_texts(service):
+    request = service.generate_request(milestones=[3, 8], length=300, seed=5)
+
+    async def read_all():
+        return [texts async for texts in service.stream(request, interval=0.001)]
+
+    updates = asyncio.run(read_all())
+    assert updates[-1] == service.run(request)
+    assert len(updates) > 1 and len(updates[0][7]) < 300
+
+
+def test_submitting_from_many_threads_at_once(service):
+    request = service.generate_request(milestones=[1, 8], length=25, seed=9)
+    want = service.run(request)
+    results = [None] * 16
+
+    def visitor(i):
+        results[i] = service.run(request)
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert results == [want] * 16
