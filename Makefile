@@ -1,6 +1,6 @@
 # make run: serve the app on the committed weights.  make test: the whole test suite (what CI runs).
 # make test-fast: the edit loop (no kills, fuzzing of the server, load or browser; few hypothesis examples).
-# make lint: ruff.  make train: retrain.
+# make lint: ruff and the import layers (import-linter).  make train: retrain.
 # make space SPACE=OWNER/NAME: publish the app as a Hugging Face Space.  make model-repo MODEL=OWNER/NAME: the weights.
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
@@ -34,6 +34,7 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.dev
@@ -41,6 +42,7 @@ test-fast: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 train: $(VENV)/.runtime
 	$(PY) train.py $(if $(CORPUS),--corpus $(CORPUS))
