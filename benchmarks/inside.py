@@ -20,9 +20,9 @@ import torch
 
 # The repo root, so `python benchmarks/inside.py` works.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks.common import WEIGHTS, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
 from toystory_gpt import analysis  # noqa: E402
-from toystory_gpt.compare import Comparison  # noqa: E402
 from toystory_gpt.report import markdown_table  # noqa: E402
 
 # 300 characters of our own making, in the screenplay's layout.
@@ -36,17 +36,18 @@ ATTENTION_CHARS = 128
 TARGET_S = 0.3
 
 
-def measure(comparison: Comparison, runs: int) -> dict:
+def measure(models: dict, runs: int) -> dict:
     """Median seconds of each view for all eight milestones (attention: milestones 3-8, which have it)."""
-    everyone = sorted(comparison.models)
-    attending = [n for n in everyone if comparison.models[n].model.config.has_attention]
-    req = analysis.request(comparison, TEXT, everyone)
+    everyone = sorted(models)
+    attending = [n for n in everyone if models[n].model.config.has_attention]
+    req = analysis.reading(models, TEXT, everyone, 0.8, 0)
+    tail = TEXT[-ATTENTION_CHARS + 1:]
     return {
-        "surprise": median_seconds(lambda: analysis.surprise(comparison, TEXT, everyone), runs),
-        "next_chars": median_seconds(lambda: analysis.next_chars(comparison, TEXT, everyone, 0.8, 0, 10), runs),
-        "attention": median_seconds(lambda: [analysis.attention(comparison, TEXT[-ATTENTION_CHARS + 1:], n)
+        "surprise": median_seconds(lambda: analysis.surprise(models, analysis.reading(models, TEXT, everyone)), runs),
+        "next_chars": median_seconds(lambda: analysis.next_chars(models, req, 10), runs),
+        "attention": median_seconds(lambda: [analysis.attention(models, analysis.reading(models, tail, [n]))
                                              for n in attending], runs),
-        "click": median_seconds(lambda: analysis.look(comparison, req, len(TEXT) - 1), runs),
+        "click": median_seconds(lambda: analysis.look(models, req, len(TEXT) - 1), runs),
     }
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     ladder, source = load_ladder(args.weights)
     facts = machine()
-    figures = measure(Comparison(ladder, {}), runs)
+    figures = measure({saved.milestone.number: saved for saved in ladder}, runs)
     limits = {"surprise": TARGET_S, "next_chars": TARGET_S, "attention": TARGET_S}
     if args.json:
         print(json.dumps({**facts, "trained_weights": source.startswith("trained"), "runs": runs,

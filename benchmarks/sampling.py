@@ -1,7 +1,8 @@
-"""Sampling speed: characters per second for every milestone, with our KV-cached sampler (ONNX Runtime,
+"""Sampling speed: characters per second for every milestone, with our KV-cached decoding (ONNX Runtime,
 and the same in PyTorch), a naive full recompute of the same weights and Hugging Face GPT-2 ``generate``
-of the same dimensions, all in one run; the wall time of all eight milestones generating together, as
-the app runs them; and what one decode step of milestone 8 costs in each runtime.
+of the same dimensions, all in one run; the wall time of all eight milestones generating together through
+the serving engine, as the app runs them; what one decode step of milestone 8 costs in each runtime; and
+how a step scales with the batch the engine runs (1 to 64 sequences of one model at once).
 
     python benchmarks/sampling.py              # the full run (about a minute)
     python benchmarks/sampling.py --quick      # fewer runs: well under a minute
@@ -20,17 +21,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # the repo root, so `python benchmarks/sampling.py` works
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
-from toystory_gpt import decoding, onnx_decode  # noqa: E402
-from toystory_gpt.compare import Comparison  # noqa: E402
-from toystory_gpt.decoding import refill_length  # noqa: E402
+from toystory_gpt import api, decoding, onnx_decode  # noqa: E402
+from toystory_gpt.decoding import KVCache, refill_length  # noqa: E402
 from toystory_gpt.milestones import LADDER  # noqa: E402
 from toystory_gpt.report import markdown_table as table  # noqa: E402
-from toystory_gpt.sampler import generate  # noqa: E402
+from toystory_gpt.sampler import pick  # noqa: E402
+from toystory_gpt.serving import Engine, Models, Pool, Sequence, generate  # noqa: E402
 
 PROMPT = "WOODY: "      # 7 characters, so GPT-2 with a 128-position table has room for 121 new tokens
 TEMPERATURE = 0.8
@@ -42,10 +44,21 @@ TARGET_RATIO_VS_HF = 10
 TARGET_ALL_EIGHT_S = 0.5
 
 
-def ours(saved, length: int, use_cache: bool, onnx: bool = True) -> None:
-    for _ in generate(saved.model, saved.tokenizer, PROMPT, length, TEMPERATURE, TOP_K, SEED, use_cache,
-                      exported=saved.exported if onnx else None):
-        pass
+BATCHES = (1, 4, 16, 32, 64)
+
+
+def ours(saved, length: int, decoding_: decoding.Decoding) -> None:
+    generate(saved.model, saved.tokenizer, PROMPT, length, TEMPERATURE, TOP_K, SEED, decoding=decoding_)
+
+
+@torch.inference_mode()
+def naive(saved, length: int) -> None:
+    """The whole window through ``forward`` for every character: what a KV cache saves."""
+    window, block = saved.tokenizer.encode(PROMPT).ids, saved.model.config.block_size
+    rng = np.random.default_rng(SEED)
+    for _ in range(length):
+        logits = saved.model(torch.tensor([window[-block:]]))[0][0, -1].numpy()
+        window.append(int(pick(logits[None], np.array([TEMPERATURE]), np.array([TOP_K]), [rng])[0]))
 
 
 def hf_generate(model, prompt_ids: torch.Tensor, new_tokens: int) -> None:
@@ -54,16 +67,17 @@ def hf_generate(model, prompt_ids: torch.Tensor, new_tokens: int) -> None:
                    do_sample=True, temperature=TEMPERATURE, top_k=TOP_K, use_cache=True)
 
 
-def measure(ladder, length: int, runs: int) -> dict:
+def measure(models: Models, length: int, runs: int) -> dict:
     """chars/s of each milestone three ways: ours, naive (no cache) and, for the attention milestones, GPT-2."""
     figures = {}
-    for saved in ladder:
-        n, config = saved.milestone.number, saved.model.config
+    for n, saved in models.saved.items():
+        config = saved.model.config
         row = {"params": saved.model.num_params,
-               "chars_per_s": length / median_seconds(lambda: ours(saved, length, True), runs),
-               "naive_chars_per_s": length / median_seconds(lambda: ours(saved, length, False), runs)}
+               "chars_per_s": length / median_seconds(lambda: ours(saved, length, models.decoding(n)), runs),
+               "naive_chars_per_s": length / median_seconds(lambda: naive(saved, length), runs)}
         if config.has_attention:  # the unigram and bigram have no transformer to twin (nor a cache to run elsewhere)
-            row["torch_chars_per_s"] = length / median_seconds(lambda: ours(saved, length, True, onnx=False), runs)
+            torch_path = decoding.torch_decoding(saved.model)
+            row["torch_chars_per_s"] = length / median_seconds(lambda: ours(saved, length, torch_path), runs)
             hf = gpt2_twin(config)
             prompt_ids = torch.tensor([saved.tokenizer.encode(PROMPT).ids])
             new_tokens = config.block_size - prompt_ids.size(1)  # GPT-2 cannot run past its position table
@@ -77,14 +91,17 @@ def measure(ladder, length: int, runs: int) -> dict:
 
 
 def step_costs(saved, runs: int, compile_too: bool) -> dict:
-    """Microseconds per one-token decode step of one model, halfway through its window, in each runtime;
-    plus the one-off cost (seconds) of the export or compile that each runtime needs first."""
+    """Microseconds per one-token decode step of one model (one sequence, halfway through its window), in each
+    runtime; plus the one-off cost (seconds) of the export or compile that each runtime needs first."""
     model = saved.model
     half = refill_length(model.config.block_size)
-    cached = decoding.Cached(model)
-    cached.encode([0] * half)
-    cache = cached.cache
-    args = (torch.zeros(1, dtype=torch.long), torch.tensor([half]), cache.mask, tuple(cache.keys), tuple(cache.values))
+    torch_path = decoding.TorchDecoding(model)
+    cache = KVCache(model.config, torch_path.min_rows)
+    _, keys, values = torch_path.encode(np.zeros((1, half), np.int64))
+    cache.fill(np.array([0]), keys, values)
+    idx, pos = np.zeros(1, np.int64), cache.lengths[:1].copy()
+    args = (torch.zeros(1, dtype=torch.long), torch.tensor([half]), torch.from_numpy(cache.mask[:1]),
+            tuple(torch.from_numpy(k[:1]) for k in cache.keys), tuple(torch.from_numpy(v[:1]) for v in cache.values))
     steps = 500
 
     def per_step(fn) -> float:
@@ -94,21 +111,16 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
         return median_seconds(loop, runs) / steps * 1e6
 
     with torch.no_grad():
-        costs = {"eager_us": per_step(lambda: decoding.step(model, *args))}
+        costs = {"eager_us": per_step(lambda: decoding.step(model, *args)),
+                 "torch_path_us": per_step(lambda: torch_path.advance(cache, 1, idx, pos))}
     start = time.perf_counter()
     try:
-        exported = onnx_decode.OnnxDecoding(model)  # a fresh export, to time it (the loaded model keeps its own)
-    except Exception as error:  # what makes the sampler fall back to PyTorch
+        exported = onnx_decode.OnnxDecoding(model)  # a fresh export, to time it
+    except Exception as error:  # what makes decoding fall back to PyTorch
         costs["onnx_unavailable"] = repr(error)
     else:
         costs["onnx_setup_s"] = time.perf_counter() - start
-        decoder = exported.decoder()
-        decoder.encode([0] * half)
-
-        def onnx_step():
-            decoder.cache.length = half  # the same position every time, as for the others
-            decoder.advance(0)
-        costs["onnx_us"] = per_step(onnx_step)
+        costs["onnx_us"] = per_step(lambda: exported.advance(cache, 1, idx, pos))
     if compile_too:
         compiled = torch.compile(functools.partial(decoding.step, model), fullgraph=True, dynamic=False)
         start = time.perf_counter()
@@ -118,18 +130,37 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
     return costs
 
 
-def all_eight_seconds(comparison: Comparison, length: int, runs: int) -> float:
-    """All eight milestones generating ``length`` characters each, taking turns in this one thread, as the app does."""
-    request = comparison.request([m.number for m in LADDER.milestones], PROMPT, length, TEMPERATURE, TOP_K, SEED)
-    return median_seconds(lambda: comparison.run(request), runs)
+def batch_scaling(models: Models, runs: int, ticks: int = 200) -> dict:
+    """Per milestone and batch size: µs per engine tick of one pool (sample, step, cache writes, refills) with
+    that many sequences writing at once, through the decoding the engine uses, and the characters/s it gives."""
+    figures = {}
+    for n in models.saved:
+        pool = Pool(models.decoding(n), max(BATCHES))
+        tokenizer = models.saved[n].tokenizer
+        for batch in BATCHES:
+            def run():
+                for seed in range(batch):
+                    pool.join(Sequence.start(tokenizer, PROMPT, ticks, TEMPERATURE, TOP_K, seed))
+                while pool.busy:
+                    pool.tick()
+            us = median_seconds(run, runs) / ticks * 1e6
+            figures[n, batch] = {"us_per_step": us, "chars_per_s": batch * 1e6 / us}
+    return figures
+
+
+def all_eight_seconds(service: api.Service, length: int, runs: int) -> float:
+    """All eight milestones generating ``length`` characters each for one visitor, through the engine."""
+    request = service.generate_request(milestones=[m.number for m in LADDER.milestones], prompt=PROMPT, length=length,
+                                       temperature=TEMPERATURE, top_k=TOP_K, seed=SEED)
+    return median_seconds(lambda: service.run(request), runs)
 
 
 def fmt(rate: float) -> str:
     return f"{rate:,.0f}"
 
 
-def report(figures: dict, all_eight: float, steps: dict, facts: dict, source: str, length: int, runs: int,
-           block_size: int) -> str:
+def report(figures: dict, all_eight: float, steps: dict, scaling: dict, facts: dict, source: str, length: int,
+           runs: int, block_size: int) -> str:
     rows = []
     for n, f in figures.items():
         hf = "hf_generate_chars_per_s" in f
@@ -137,9 +168,10 @@ def report(figures: dict, all_eight: float, steps: dict, facts: dict, source: st
                      fmt(f["torch_chars_per_s"]) if hf else "—", fmt(f["naive_chars_per_s"]),
                      fmt(f["hf_generate_chars_per_s"]) if hf else "—", f"{f['ratio_vs_naive']:.1f}×",
                      f"{f['ratio_vs_hf_generate']:.1f}×" if hf else "—"])
-    step_rows = [["GPT.step in PyTorch, eager", f"{steps['eager_us']:.0f}", "—"]]
+    step_rows = [["decoding.step in PyTorch, eager", f"{steps['eager_us']:.0f}", "—"],
+                 ["TorchDecoding.advance (16 rows, what snapshots use)", f"{steps['torch_path_us']:.0f}", "—"]]
     if "onnx_us" in steps:
-        step_rows.append(["exported to ONNX Runtime (what the sampler uses)", f"{steps['onnx_us']:.0f}",
+        step_rows.append(["exported to ONNX Runtime (what the engine uses)", f"{steps['onnx_us']:.0f}",
                           f"{steps['onnx_setup_s']:.2f} s export (step + prefill)"])
     else:
         step_rows.append(["exported to ONNX Runtime", "unavailable", steps["onnx_unavailable"][:80]])
@@ -163,22 +195,30 @@ after one warmup run.
 {table(["milestone", "params", "ours chars/s", "ours in PyTorch", "naive chars/s", "HF generate chars/s",
         "ours ÷ naive", "ours ÷ HF"], rows)}
 
-- ours: toystory_gpt.sampler.generate, {length} characters: KV cache, each step and each re-encode run by ONNX Runtime;
-  when the {block_size}-token window is full the Decoder keeps its newest half and re-encodes it in one batched pass.
-- ours in PyTorch: the same, with onnx=False (GPT.prefill and GPT.step run op by op from Python).
-- naive: the same function and weights with use_cache=False: the whole window re-run for every character
-  (milestones 1-2 only ever look at the last character, so for them naive and ours are the same code).
+- ours: toystory_gpt.serving.generate, {length} characters, one sequence: KV cache, each step and each re-encode run by
+  ONNX Runtime; when the {block_size}-token window is full it keeps its newest half and re-encodes it in one pass.
+- ours in PyTorch: the same with decoding.TorchDecoding (prefill and step run op by op from Python).
+- naive: the same weights, the whole window through forward for every character (milestones 1-2 only ever look at
+  the last character).
 - HF generate: GPT2LMHeadModel (random weights) with the milestone's n_layer/n_head/n_embd, n_positions = block size,
   so it can only generate {new_tokens} new tokens after the {len(PROMPT)}-token prompt: its rate is per token over those
   {new_tokens} (call overhead included). GPT-2 always has the feed-forward, norms and residuals \
 that milestones 3-5 lack.
 
-All eight × {length} characters as the app runs them (Comparison.run: the milestones take turns, one thread): \
+All eight × {length} characters for one visitor, as the app runs them (through the engine, its two worker threads): \
 {all_eight:.3f} s
 
 One decode step of milestone 8 (one token, {block_size // 2} cached), µs, median of {runs} runs × 500 steps:
 
 {table(["runtime", "µs per step", "one-off cost"], step_rows)}
+
+The engine's batches: one pool's tick (every sequence writes one character: sampling, step, cache writes,
+re-encodes) with B sequences of one model at once, µs per tick / characters per second, one thread,
+median of {runs} runs × 200 ticks:
+
+{table(["milestone", *(f"B={b}" for b in BATCHES)],
+       [[LADDER[n].label, *(f"{scaling[n, b]['us_per_step']:,.0f} µs / {fmt(scaling[n, b]['chars_per_s'])}"
+                            for b in BATCHES)] for n in figures])}
 
 {table(["target", "measured", ""], targets)}"""
 
@@ -201,10 +241,16 @@ def main(argv: list[str] | None = None) -> int:
 
     ladder, source = load_ladder(args.weights)
     facts = machine()
+    models = Models(ladder, {})
     with torch.inference_mode():
-        figures = measure(ladder, args.length, runs)
-        all_eight = all_eight_seconds(Comparison(ladder, {}), args.length, runs)  # what Comparison.from_folder builds
+        figures = measure(models, args.length, runs)
         steps = step_costs(ladder[7], runs, args.compile)
+        scaling = batch_scaling(models, runs)
+    service = api.Service(models, Engine(models))
+    try:
+        all_eight = all_eight_seconds(service, args.length, runs)
+    finally:
+        service.close()
 
     if args.json:
         m8 = figures[8]
@@ -213,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                           "runs": runs, **flat, "ratio_vs_hf_generate": m8["ratio_vs_hf_generate"],
                           "ratio_vs_naive": m8["ratio_vs_naive"], "all_eight_seconds": all_eight,
                           **{f"milestone8_step_{key}": value for key, value in steps.items()},
+                          "batch_scaling": [{"milestone": n, "batch": b, **f} for (n, b), f in scaling.items()],
                           "target_milestone8_chars_per_s_met": m8["chars_per_s"] >= TARGET_CHARS_PER_S,
                           "target_ratio_vs_hf_generate_met": m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF,
                           "target_all_eight_seconds_met": (all_eight <= TARGET_ALL_EIGHT_S if args.length == 500
                                                            else None)}))
     else:
-        print(report(figures, all_eight, steps, facts, source, args.length, runs, ladder[-1].model.config.block_size))
+        print(report(figures, all_eight, steps, scaling, facts, source, args.length, runs,
+                     ladder[-1].model.config.block_size))
     return 0
 
 

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from toystory_gpt import api
 from toystory_gpt.decoding import KVCache, TorchDecoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.serving import GenerationError, Pool

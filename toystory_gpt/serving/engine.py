@@ -1,11 +1,11 @@
 """The serving engine: every visitor's decoding, batched, one tick at a time.
 
-A request becomes one ``Sequence`` per chosen milestone, each joining that model's ``Pool``. A scheduler
+A request becomes one ``Sequence`` per chosen milestone, each joining that model's ``Pool``. The engine's
 thread runs ticks while any pool has work: in each, every busy pool writes one character for all its
-sequences in one batched step, the pools shared out between ``threads`` workers (one per core: ONNX Runtime
-and PyTorch leave Python while they compute), costliest first. So a request's texts grow together, one
-character per tick, and a tick costs little more for thirty visitors than for one. Nothing waits for a
-reader: a visitor reads its ``Generation`` when it likes, and a slow reader slows nobody else.
+sequences in one batched step, the pools shared out between ``threads`` threads, the engine's and its
+workers (one per core: ONNX Runtime and PyTorch leave Python while they compute). So a request's texts
+grow together, one character per tick, and a tick costs little more for thirty visitors than for one.
+Nothing waits for a reader: a visitor reads its ``Generation`` when it likes, and a slow reader slows nobody.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class Engine:
         self._owners: dict[int, Generation] = {}  # id(sequence) -> its request
         self._wake = threading.Condition()
         self._closed = False
-        self._workers = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="engine")
+        self.threads = threads
+        self._workers = concurrent.futures.ThreadPoolExecutor(threads - 1, thread_name_prefix="engine") \
+            if threads > 1 else None
         self._scheduler = threading.Thread(target=self._run, name="engine", daemon=True)
         self._scheduler.start()
 
@@ -122,22 +124,31 @@ class Engine:
             self._closed = True
             self._wake.notify()
         self._scheduler.join()
-        self._workers.shutdown()
+        if self._workers is not None:
+            self._workers.shutdown()
 
-    def _busy(self) -> list[Pool]:
-        # Costliest first, so the workers end a tick together: deep models with many rows take longest.
+    def _shares(self) -> list[list[Pool]]:
+        """The busy pools, shared out between the threads so that each has about as much to do: deep models with
+        many rows cost most, so they go first, each to the thread with the least so far."""
+        shares, loads = [[] for _ in range(self.threads)], [0] * self.threads
         busy = [p for p in self._pools.values() if p.busy]
-        return sorted(busy, key=lambda p: -p.decoding.config.n_layer * (len(p.live) + len(p.joining)))
+        for pool in sorted(busy, key=lambda p: -p.cost):
+            least = loads.index(min(loads))
+            shares[least].append(pool)
+            loads[least] += pool.cost
+        return [share for share in shares if share]
 
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._closed and not (busy := self._busy()):
+                while not self._closed and not (shares := self._shares()):
                     self._wake.wait()
                 if self._closed:
                     return
-            for pool, outcome in zip(busy, self._workers.map(self._tick, busy)):
-                finished, error = outcome
+            # This thread takes the first share itself: one hand-over per tick and thread, not one per pool.
+            others = [self._workers.submit(self._tick_all, share) for share in shares[1:]]
+            outcomes = self._tick_all(shares[0]) + [o for other in others for o in other.result()]
+            for finished, error in outcomes:
                 with self._wake:
                     owners = [self._owners.pop(id(s)) for s in finished]
                 for sequence, owner in zip(finished, owners):
@@ -145,6 +156,10 @@ class Engine:
                         owner._finished(sequence)
                     else:
                         owner._failed(error)
+
+    @classmethod
+    def _tick_all(cls, pools: list[Pool]) -> list[tuple[Seq[Sequence], str | None]]:
+        return [cls._tick(pool) for pool in pools]
 
     @staticmethod
     def _tick(pool: Pool) -> tuple[Seq[Sequence], str | None]:

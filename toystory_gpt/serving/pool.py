@@ -59,6 +59,11 @@ class Pool:
     def busy(self) -> bool:
         return bool(self.live or self.joining)
 
+    @property
+    def cost(self) -> int:
+        """Roughly what a tick costs, to share ticks out between threads: blocks times rows."""
+        return max(1, self.decoding.config.n_layer) * (len(self.live) + len(self.joining))
+
     def join(self, sequence: Sequence) -> None:
         self.joining.append(sequence)
 
