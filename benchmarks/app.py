@@ -1,10 +1,15 @@
 """The app under load: ``python app.py`` started locally, then N concurrent gradio_client users (each with its
 own client) each asking for all eight milestones R times in a row, at the app's default settings.
 
-    python benchmarks/app.py                         # users 1, 4, 16, 32 x 5 requests, length 300, weights/
+    python benchmarks/app.py                         # users 1, 16, 32, 64 x 4 requests, length 300, weights/
     python benchmarks/app.py --quick                 # users 1, 4 x 2 requests, length 100: well under a minute
     python benchmarks/app.py --users 32 --requests 5 --weights /tmp/weights
+    python benchmarks/app.py --baseline ../baseline  # and the same load on another checkout's app, in this run
     python benchmarks/app.py --json                  # one JSON object instead of the table
+
+``--baseline DIR`` serves the same weights from the ``app.py`` of another checkout (for example the last commit
+before the serving engine: ``git worktree add ../baseline e0e3dc2``), after this one, with the same stages, so
+that both are measured side by side on the same machine in one run.
 
 Per N: requests, ok, busy (refused because the queue was full: gradio_client's "Queue is full! Please try
 again."), other errors, p50/p95/max latency (submit to final text, queueing included), throughput, and the
@@ -31,7 +36,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/app.py` works
 from benchmarks.common import ROOT, WEIGHTS, machine, machine_line  # noqa: E402
-from toystory_gpt.compare import DEFAULTS  # noqa: E402
+from toystory_gpt import api  # noqa: E402
 from toystory_gpt.milestones import LADDER  # noqa: E402
 from toystory_gpt.report import markdown_table as table  # noqa: E402
 from toystory_gpt.ui.page import free_port  # noqa: E402
@@ -43,16 +48,21 @@ HTTP_TIMEOUT = 120       # seconds for any one HTTP read (the event stream gets 
 MB = 2**20
 
 
-class Server:
-    """``python app.py`` on 127.0.0.1:<free port>, serving ``weights``; its log goes to a temporary file."""
+DEFAULTS = dict(prompt=api.DEFAULT_PROMPT, length=api.DEFAULT_LENGTH, temperature=api.DEFAULT_TEMPERATURE, top_k=0)
 
-    def __init__(self, weights: Path):
+
+class Server:
+    """``python app.py`` of the checkout at ``root`` on 127.0.0.1:<free port>, serving ``weights``; its log goes
+    to a temporary file."""
+
+    def __init__(self, weights: Path, root: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="toystory-app-", suffix=".log", delete=False)
         env = {**os.environ, "TOYSTORY_WEIGHTS": str(weights), "GRADIO_SERVER_NAME": "127.0.0.1",
                "GRADIO_SERVER_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
+        env["PYTHONPATH"] = str(root)  # that checkout's library, whatever is installed
+        self.process = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         self.ps = psutil.Process(self.process.pid)
 
@@ -170,23 +180,49 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def run_all(server: Server, users: list[int], requests: int, length: int) -> dict:
+    """Start ``server``, warm it up, run every stage, stop it: its figures."""
+    try:
+        server.wait_ready()
+        warm = stage(server, 1, 1, length)  # first request: lazy imports and allocations, not counted
+        if warm["ok"] != 1:
+            raise SystemExit(f"error: the warm-up request failed: {warm['error_examples']}\n{server.log_tail()}")
+        rss_start = server.rss() / MB
+        stages = [stage(server, n, requests, length) for n in users]
+        rss_end = server.rss() / MB
+    finally:
+        server.stop()
+    return {"rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start, "stages": stages}
+
+
+def stage_table(figures: dict) -> str:
+    return table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s",
+                  "RSS before MB", "RSS after MB"],
+                 [[s["users"], s["requests"], s["ok"], s["busy"], s["errors"], seconds(s["p50_s"]),
+                   seconds(s["p95_s"]), seconds(s["max_s"]), f"{s['requests_per_s']:.2f}", f"{s['chars_per_s']:,.0f}",
+                   f"{s['rss_before_mb']:.0f}", f"{s['rss_after_mb']:.0f}"] for s in figures["stages"]])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS,
                         help="weights folder to serve (default: the repo's weights/)")
     parser.add_argument("--users", default=None,
-                        help="comma-separated concurrent user counts (default 1,4,16,32; --quick 1,4)")
-    parser.add_argument("--requests", type=int, default=None, help="requests per user (default 5; --quick 2)")
+                        help="comma-separated concurrent user counts (default 1,16,32,64; --quick 1,4)")
+    parser.add_argument("--requests", type=int, default=None, help="requests per user (default 4; --quick 2)")
     parser.add_argument("--length", type=int, default=None,
                         help=f"characters per milestone (default {DEFAULTS['length']}; --quick 100)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose app.py to load the same way, after")
     parser.add_argument("--quick", action="store_true", help="a run of well under a minute")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
-    users = [int(n) for n in (args.users or ("1,4" if args.quick else "1,4,16,32")).split(",") if n.strip()]
-    requests = args.requests or (2 if args.quick else 5)
+    users = [int(n) for n in (args.users or ("1,4" if args.quick else "1,16,32,64")).split(",") if n.strip()]
+    requests = args.requests or (2 if args.quick else 4)
     length = args.length or (100 if args.quick else DEFAULTS["length"])
     if not users or min(users) < 1 or requests < 1 or length < 1:
         parser.error("--users, --requests and --length must be positive")
+    if args.baseline and not (args.baseline / "app.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no app.py there")
 
     loaded, broken = load_all(args.weights)
     if len(loaded) < len(LADDER.milestones):
@@ -196,38 +232,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     del loaded
 
-    server = Server(args.weights)
-    try:
-        server.wait_ready()
-        warm = stage(server, 1, 1, length)  # first request: lazy imports and allocations, not counted
-        if warm["ok"] != 1:
-            print(f"error: the warm-up request failed: {warm['error_examples']}\n{server.log_tail()}", file=sys.stderr)
-            return 1
-        rss_start = server.rss() / MB
-        stages = [stage(server, n, requests, length) for n in users]
-        rss_end = server.rss() / MB
-    finally:
-        server.stop()
-
+    runs = {"this checkout": run_all(Server(args.weights), users, requests, length)}
+    if args.baseline:
+        runs[f"baseline ({args.baseline})"] = run_all(Server(args.weights, args.baseline.resolve()), users, requests,
+                                                      length)
     figures = {"benchmark": "app", "weights": str(args.weights), "length": length, "requests_per_user": requests,
-               "milestones_per_request": len(LADDER.milestones), "machine": machine(), "rss_start_mb": rss_start,
-               "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start, "stages": stages}
+               "milestones_per_request": len(LADDER.milestones), "machine": machine(), "runs": runs}
     if args.json:
         print(json.dumps(figures, indent=1))
         return 0
     print(f"The app under load: all {len(LADDER.milestones)} milestones x {length} characters per request, "
           f"{requests} requests per user, served from {args.weights}")
-    print(machine_line(figures["machine"]) + " (benchmark process; the app uses 1 thread per generation)\n")
-    print(table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s",
-                 "RSS before MB", "RSS after MB"],
-                [[s["users"], s["requests"], s["ok"], s["busy"], s["errors"], seconds(s["p50_s"]), seconds(s["p95_s"]),
-                  seconds(s["max_s"]), f"{s['requests_per_s']:.2f}", f"{s['chars_per_s']:,.0f}",
-                  f"{s['rss_before_mb']:.0f}", f"{s['rss_after_mb']:.0f}"] for s in stages]))
-    print(f"\nServer RSS after warm-up {rss_start:.0f} MB, after every stage {rss_end:.0f} MB "
-          f"(growth {rss_end - rss_start:+.0f} MB). Latency is submit to final text, queueing included.")
-    for s in stages:
-        for error in s["error_examples"]:
-            print(f"  {s['users']} users, error: {error}")
+    print(machine_line(figures["machine"]) + " (benchmark process)\n")
+    for name, run in runs.items():
+        print(f"{name}:\n\n{stage_table(run)}\n")
+        print(f"Server RSS after warm-up {run['rss_start_mb']:.0f} MB, after every stage {run['rss_end_mb']:.0f} MB "
+              f"(growth {run['rss_growth_mb']:+.0f} MB). Latency is submit to final text, queueing included.\n")
+        for s in run["stages"]:
+            for error in s["error_examples"]:
+                print(f"  {s['users']} users, error: {error}")
+    if len(runs) == 2:
+        ours, base = (run["stages"] for run in runs.values())
+        print(table(["users", "p95 s, this", "p95 s, baseline", "req/s, this", "req/s, baseline", "throughput ×"],
+                    [[a["users"], seconds(a["p95_s"]), seconds(b["p95_s"]), f"{a['requests_per_s']:.2f}",
+                      f"{b['requests_per_s']:.2f}", f"{a['requests_per_s'] / max(b['requests_per_s'], 1e-9):.1f}×"]
+                     for a, b in zip(ours, base)]))
     return 0
 
 
