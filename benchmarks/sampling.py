@@ -148,6 +148,20 @@ def batch_scaling(models: Models, runs: int, ticks: int = 200) -> dict:
     return figures
 
 
+def encode_costs(models: Models, runs: int, rows: int = 32) -> dict:
+    """Milliseconds to encode ``rows`` windows of one length with milestone 8's engine decoding, together in one
+    batch and one at a time: prompts of joining requests (7 characters) and full-window re-encodes (half a block)."""
+    decoding_ = models.decoding(8)
+    figures = {}
+    for name, length in (("prompt", len(PROMPT)), ("refill", refill_length(decoding_.config.block_size))):
+        windows = np.random.default_rng(0).integers(0, decoding_.config.vocab_size, (rows, length))
+        figures[name] = {
+            "length": length,
+            "together_ms": median_seconds(lambda: decoding_.encode(windows), runs) * 1e3,
+            "alone_ms": median_seconds(lambda: [decoding_.encode(windows[i:i + 1]) for i in range(rows)], runs) * 1e3}
+    return figures
+
+
 def all_eight_seconds(service: api.Service, length: int, runs: int) -> float:
     """All eight milestones generating ``length`` characters each for one visitor, through the engine."""
     request = service.generate_request(milestones=[m.number for m in LADDER.milestones], prompt=PROMPT, length=length,
@@ -159,8 +173,8 @@ def fmt(rate: float) -> str:
     return f"{rate:,.0f}"
 
 
-def report(figures: dict, all_eight: float, steps: dict, scaling: dict, facts: dict, source: str, length: int,
-           runs: int, block_size: int) -> str:
+def report(figures: dict, all_eight: float, steps: dict, scaling: dict, encodes: dict, facts: dict, source: str,
+           length: int, runs: int, block_size: int) -> str:
     rows = []
     for n, f in figures.items():
         hf = "hf_generate_chars_per_s" in f
@@ -220,6 +234,11 @@ median of {runs} runs × 200 ticks:
        [[LADDER[n].label, *(f"{scaling[n, b]['us_per_step']:,.0f} µs / {fmt(scaling[n, b]['chars_per_s'])}"
                             for b in BATCHES)] for n in figures])}
 
+Encoding 32 windows of one length with milestone 8 (ONNX Runtime), together in one batch or one at a time:
+
+{table(["windows", "length", "together ms", "one at a time ms"],
+       [[name, e["length"], f"{e['together_ms']:.1f}", f"{e['alone_ms']:.1f}"] for name, e in encodes.items()])}
+
 {table(["target", "measured", ""], targets)}"""
 
 
@@ -246,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(models, args.length, runs)
         steps = step_costs(ladder[7], runs, args.compile)
         scaling = batch_scaling(models, runs)
+        encodes = encode_costs(models, runs)
     service = api.Service(models, Engine(models))
     try:
         all_eight = all_eight_seconds(service, args.length, runs)
@@ -260,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                           "ratio_vs_naive": m8["ratio_vs_naive"], "all_eight_seconds": all_eight,
                           **{f"milestone8_step_{key}": value for key, value in steps.items()},
                           "batch_scaling": [{"milestone": n, "batch": b, **f} for (n, b), f in scaling.items()],
+                          "encode": encodes,
                           "target_milestone8_chars_per_s_met": m8["chars_per_s"] >= TARGET_CHARS_PER_S,
                           "target_ratio_vs_hf_generate_met": m8["ratio_vs_hf_generate"] >= TARGET_RATIO_VS_HF,
                           "target_all_eight_seconds_met": (all_eight <= TARGET_ALL_EIGHT_S if args.length == 500
                                                            else None)}))
     else:
-        print(report(figures, all_eight, steps, scaling, facts, source, args.length, runs,
+        print(report(figures, all_eight, steps, scaling, encodes, facts, source, args.length, runs,
                      ladder[-1].model.config.block_size))
     return 0
 

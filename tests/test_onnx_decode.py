@@ -58,7 +58,7 @@ def test_a_mistranslated_export_is_caught():
     with torch.no_grad():
         model.lm_head.weight.mul_(2)  # the export now disagrees with the model it claims to be
     with pytest.raises(ValueError, match="differ from PyTorch"):
-        exported._check()
+        exported.check()
 
 
 def test_no_export_where_none_is_needed_or_possible():

@@ -39,7 +39,8 @@ class KVCache:
 
     def __init__(self, config: GPTConfig, rows: int):
         shape = (config.n_layer, rows, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.keys, self.values = np.zeros(shape, np.float32), np.zeros(shape, np.float32)  # (L, R, nh, S, hs)
+        # Written now (np.full, not np.zeros' untouched pages): the memory is taken up front, not as a crowd comes.
+        self.keys, self.values = np.full(shape, 0, np.float32), np.full(shape, 0, np.float32)  # (L, R, nh, S, hs)
         self.mask = np.full((rows, config.block_size), -np.inf, np.float32)  # (R, S): one query row each
         self.lengths = np.zeros(rows, np.int64)  # slots filled so far, per row
 

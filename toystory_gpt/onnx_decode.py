@@ -82,7 +82,7 @@ class OnnxDecoding(Decoding):
         self.prefill = _session(model, prefill, (torch.zeros(2, 3, dtype=torch.long),), ["idx"],
                                 {"idx": {0: "B", 1: "T"}, "logits": {0: "B", 1: "T"}, "keys": {1: "B", 3: "T"},
                                  "values": {1: "B", 3: "T"}})
-        self._check()
+        self.check()
 
     def encode(self, windows: np.ndarray):
         logits, keys, values = self.prefill.run(None, {"idx": np.ascontiguousarray(windows, dtype=np.int64)})
@@ -94,7 +94,7 @@ class OnnxDecoding(Decoding):
         feed.update((f"values.{i}", v[:n]) for i, v in enumerate(cache.values))
         return tuple(self.step.run(None, feed))
 
-    def _check(self) -> None:
+    def check(self) -> None:
         """Encode a window and take one step in both runtimes and compare: an exporter that mistranslates
         something raises here, and the caller falls back, instead of sampling wrong text."""
         vocab, block = self.config.vocab_size, self.config.block_size

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 from collections.abc import Sequence as Seq
 
@@ -21,6 +22,8 @@ from .pool import Pool, Sequence
 log = logging.getLogger(__name__)
 
 CAPACITY = 64  # sequences per model at once: past this, requests wait in their pool for a free row
+# A snapshot's pool is smaller: rewinding training is rarer than writing, and each pool's cache is taken up front.
+SNAPSHOT_CAPACITY = 16
 
 
 class GenerationError(RuntimeError):
@@ -66,7 +69,8 @@ class Generation:
 class Engine:
     """Serves ``models`` to everyone at once; ``submit`` from any thread."""
 
-    def __init__(self, models: Models, threads: int = 2, capacity: int = CAPACITY):
+    def __init__(self, models: Models, threads: int | None = None, capacity: int = CAPACITY):
+        threads = threads or len(os.sched_getaffinity(0))  # one per usable core
         self.models = models
         self.capacity = capacity
         self._pools: dict[tuple[int, int | None], Pool] = {}
@@ -84,7 +88,8 @@ class Engine:
         with self._wake:
             if (number, step) not in self._pools:
                 name = self.models.label(number) + ("" if step is None else f" at step {step:,}")
-                self._pools[number, step] = Pool(self.models.decoding(number, step), self.capacity, name)
+                capacity = self.capacity if step is None else min(self.capacity, SNAPSHOT_CAPACITY)
+                self._pools[number, step] = Pool(self.models.decoding(number, step), capacity, name)
             return self._pools[number, step]
 
     def warm_up(self) -> None:
