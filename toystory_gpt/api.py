@@ -77,7 +77,9 @@ def _whole_number(value):
 def _real_number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PydanticCustomError("real_number", "not a number")
-    return float(value) if not isinstance(value, int) or abs(value) < 2**1000 else math.copysign(math.inf, value)
+    if isinstance(value, int) and abs(value) > 2**1000:  # too large for a float: as far out of range as infinity
+        return math.inf if value > 0 else -math.inf
+    return float(value)
 
 
 def _text(value):
@@ -100,7 +102,7 @@ def _milestone_list(value):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
     def parse(cls, **inputs: Any):
@@ -223,7 +225,7 @@ def _explain(model: type[BaseModel], error: dict) -> str:
             return f"{field} is {len(value):,} characters long; the limit is {_limits(model, field)[1]:,}"
         return f"{field} must be text, got {shown(value)}"
     low, high = _limits(model, field)
-    if model.model_fields[field].annotation in (float, Real) or field == "temperature":
+    if model.model_fields[field].annotation is float:
         return (f"{field} must be a number from {low:g} to {high:g} (0 = always the likeliest character), "
                 f"got {shown(value)}")
     name = NAMES.get(field, field)  # whole numbers below
