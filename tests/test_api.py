@@ -1,36 +1,55 @@
-"""Side-by-side generation: request validation, streaming, seeding, the CLI and where weights come from."""
+"""The one entry for requests: validation messages, the Service's streaming and runs, the CLI and where weights come
+from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from toystory_gpt import __main__ as cli
-from toystory_gpt import compare, hub
-from toystory_gpt.compare import InvalidRequest, validate
+from toystory_gpt import api, hub, onnx_decode
+from toystory_gpt.api import GenerateRequest, InvalidRequest
+from toystory_gpt.onnx_decode import OnnxDecoding
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=3)
+IDLE_TIMEOUT = 30  # seconds; bounds a hang, measures nothing
 
 
-@pytest.fixture(scope="module")
-def comparison(quick_weights) -> compare.Comparison:
-    return compare.Comparison.from_folder(quick_weights)
+def streamed(service: api.Service, request: GenerateRequest, interval: float) -> list[list[str]]:
+    """Every update ``Service.stream`` yields for ``request``, read to the end."""
+    async def read():
+        return [texts async for texts in service.stream(request, interval)]
+    return asyncio.run(read())
 
 
-def test_validate_normalises_what_json_and_sliders_send():
-    request = validate(["8", 2.0, 5, 5], None, 300.0, 1, 0.0, 7.0)
-    assert request == compare.Request(milestones=(2, 5, 8), prompt="", length=300, temperature=1.0, top_k=0, seed=7)
+def wait_until_idle(service: api.Service) -> None:
+    """Until the engine holds no sequence (live or waiting); fails after IDLE_TIMEOUT."""
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    while service.engine.active:
+        assert time.monotonic() < deadline, f"the engine still holds {service.engine.active} sequences"
+        time.sleep(0.01)
+
+
+def test_parse_normalises_what_json_and_sliders_send():
+    request = GenerateRequest.parse(milestones=["8", 2.0, 5, 5], prompt=None, length=300.0, temperature=1, top_k=0.0,
+                                    seed=7.0)
+    assert request == GenerateRequest(milestones=(2, 5, 8), prompt="", length=300, temperature=1.0, top_k=0, seed=7)
+    assert request.milestones == (2, 5, 8) and request.step is None
+    assert GenerateRequest.parse(**GOOD, step=api.FINAL).step is None
+    assert GenerateRequest.parse(**GOOD, step="10").step == 10  # as Gradio's API page shows a choice
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(milestones=[]), "at least one milestone"),
     (dict(milestones=[9]), "each milestone must be from 1 to 8"),
     (dict(milestones="2,5"), "milestones must be a list"),
-    (dict(prompt="x" * (compare.MAX_PROMPT + 1)), "the limit is 1,000"),
+    (dict(prompt="x" * (api.MAX_PROMPT + 1)), "the limit is 1,000"),
     (dict(prompt=42), "prompt must be text"),
     (dict(length=0), "length must be from 1 to 2,000"),
     (dict(length=2001), "length must be from 1 to 2,000"),
@@ -44,66 +63,95 @@ def test_validate_normalises_what_json_and_sliders_send():
     (dict(seed=True), "seed must be a whole number"),
     (dict(seed=-1), "seed must be from 0 to 4,294,967,295"),
 ])
-def test_validate_rejects_with_a_message_for_people(change, message):
+def test_parse_rejects_with_a_message_for_people(change, message):
     with pytest.raises(InvalidRequest, match=message):
-        validate(**{**GOOD, **change})
+        GenerateRequest.parse(**{**GOOD, **change})
 
 
 @given(st.fixed_dictionaries({k: st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
                                             st.lists(st.integers(-3, 12), max_size=4))
                               for k in GOOD}))
-def test_validate_never_fails_any_other_way(inputs):
+def test_parse_never_fails_any_other_way(inputs):
     try:
-        request = validate(**inputs)
+        request = GenerateRequest.parse(**inputs)
     except InvalidRequest:
         return
-    assert 1 <= request.length <= compare.MAX_LENGTH and request.milestones
+    assert 1 <= request.length <= api.MAX_LENGTH and request.milestones
 
 
-def test_stream_grows_every_text_together_in_ladder_order(comparison):
-    request = comparison.request(**{**GOOD, "milestones": [8, 2, 5]})
-    updates = list(comparison.stream(request))
-    turns = -(-request.length // compare.CHUNK)
-    assert len(updates) == 3 * turns  # one update per milestone per turn
-    for i, texts in enumerate(updates):
+def test_stream_grows_every_text_together_in_ladder_order(service):
+    request = service.generate_request(**{**GOOD, "milestones": [8, 2, 5], "length": 300})
+    wait_until_idle(service)  # alone in the engine, the three start in the same tick
+    updates = streamed(service, request, interval=0.001)
+    final = updates[-1]
+    assert final == service.run(request)  # the last update holds the finished texts
+    assert [len(t) for t in final] == [0, 300, 0, 0, 300, 0, 0, 300]
+    assert len(updates) <= 3 * request.length + 1  # every update but the last shows something new
+    assert all(before != after for before, after in zip(updates, updates[1:-1]))
+    for texts, later in zip(updates, updates[1:]):
+        assert [texts[n - 1] for n in (1, 3, 4, 6, 7)] == [""] * 5
+        assert all(later[n - 1].startswith(texts[n - 1]) for n in (2, 5, 8))  # each text only ever grows
         lengths = [len(texts[n - 1]) for n in (2, 5, 8)]
-        assert [len(texts[n - 1]) for n in (1, 3, 4, 6, 7)] == [0] * 5
-        assert lengths == sorted(lengths, reverse=True)  # ladder order within a turn
-        assert lengths[0] - lengths[-1] <= compare.CHUNK  # never more than a chunk apart
-        if i % 3 == 2:  # the end of a turn: all level
-            assert lengths == [min(request.length, (i // 3 + 1) * compare.CHUNK)] * 3
+        assert max(lengths) - min(lengths) <= 1  # one character each per tick: never more than one apart
+    # Live: texts were shown part-written, all three at once.
+    assert any(all(0 < len(texts[n - 1]) < 300 for n in (2, 5, 8)) for texts in updates)
 
 
-def test_each_text_depends_only_on_its_milestone_and_the_seed(comparison):
-    together = comparison.run(comparison.request(**GOOD))
-    alone = comparison.run(comparison.request(**{**GOOD, "milestones": [5]}))
+def test_stream_sends_few_updates_and_always_the_finished_texts(service):
+    request = service.generate_request(**GOOD)
+    start = time.monotonic()
+    assert streamed(service, request, interval=60) == [service.run(request)]  # one update: the last
+    assert time.monotonic() - start < 30  # the finished texts come as soon as they are, not at the next interval
+
+
+def test_closing_the_stream_frees_the_engine_at_once(service):
+    request = service.generate_request(**{**GOOD, "length": api.MAX_LENGTH})
+
+    async def first_update_then_close():
+        stream = service.stream(request, interval=0.001)
+        texts = await anext(stream)
+        assert service.engine.active == 3  # still writing
+        await stream.aclose()  # what Stop or a closed tab does
+        return texts
+
+    texts = asyncio.run(first_update_then_close())
+    assert all(len(texts[n - 1]) < api.MAX_LENGTH for n in (2, 5, 8))
+    wait_until_idle(service)
+
+
+def test_each_text_depends_only_on_its_milestone_and_the_seed(service):
+    together = service.run(service.generate_request(**GOOD))
+    alone = service.run(service.generate_request(**{**GOOD, "milestones": [5]}))
     assert alone[4] == together[4] and alone.count("") == 7
-    assert comparison.run(comparison.request(**GOOD)) == together
-    assert comparison.run(comparison.request(**{**GOOD, "seed": 4})) != together
+    assert service.run(service.generate_request(**GOOD)) == together
+    assert service.run(service.generate_request(**{**GOOD, "seed": 4})) != together
 
 
 def test_unavailable_milestone_says_why(quick_weights, tmp_path):
     shutil.copytree(quick_weights, tmp_path / "w")
     (tmp_path / "w" / "milestone7" / "model.safetensors").unlink()
     shutil.rmtree(tmp_path / "w" / "milestone3")
-    partial = compare.Comparison.from_folder(tmp_path / "w")
-    with pytest.raises(InvalidRequest, match=r"7 · \+ layer normalization is unavailable: its weights are broken "
-                                             r".*model.safetensors: missing"):
-        partial.request(**{**GOOD, "milestones": [7]})
-    with pytest.raises(InvalidRequest, match="3 · single-head attention is unavailable: it has not been trained"):
-        partial.request(**{**GOOD, "milestones": [3]})
+    partial = api.Service.from_folder(tmp_path / "w")
+    try:
+        with pytest.raises(InvalidRequest, match=r"7 · \+ layer normalization is unavailable: its weights are broken "
+                                                 r".*model.safetensors: missing"):
+            partial.generate_request(**{**GOOD, "milestones": [7]})
+        with pytest.raises(InvalidRequest, match="3 · single-head attention is unavailable: it has not been trained"):
+            partial.generate_request(**{**GOOD, "milestones": [3]})
+    finally:
+        partial.close()
 
 
-def test_dropped_characters_are_reported_once(comparison):
-    assert comparison.dropped(comparison.request(**{**GOOD, "prompt": "WOODY: é<é>"})) == "é<>"
-    assert comparison.dropped(comparison.request(**GOOD)) == ""
+def test_dropped_characters_are_reported_once(service):
+    assert service.dropped(service.generate_request(**{**GOOD, "prompt": "WOODY: é<é>"})) == "é<>"
+    assert service.dropped(service.generate_request(**GOOD)) == ""
 
 
-def test_cli_prints_the_same_texts_as_the_library(comparison, quick_weights, capsys):
+def test_cli_prints_the_same_texts_as_the_library(service, quick_weights, capsys):
     assert cli.main(["generate", "--weights", str(quick_weights), "--milestones", "2,5,8", "--prompt", "WOODY:",
                      "--length", "40", "--temperature", "0.8", "--top-k", "0", "--seed", "3", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    texts = comparison.run(comparison.request(**GOOD))
+    texts = service.run(service.generate_request(**GOOD))
     assert [(p["milestone"], p["text"]) for p in printed] == [(n, texts[n - 1]) for n in (2, 5, 8)]
 
 
@@ -133,8 +181,23 @@ def test_unreachable_hub_repo_is_one_clear_error(monkeypatch):
         hub.resolve("someone/nothing")
 
 
-def test_warm_up_exports_every_attention_models_decoding(quick_weights):
-    comparison = compare.Comparison.from_folder(quick_weights)
-    comparison.warm_up()
-    recorded = {n for n, saved in comparison.models.items() if saved._exported}
-    assert recorded == {3, 4, 5, 6, 7, 8}  # milestones 1-2 have no cache to step through
+def test_warm_up_exports_every_attention_models_decoding(quick_weights, monkeypatch):
+    exported, export = {}, onnx_decode.export
+
+    def recording_export(model):
+        exported[id(model)] = export(model)
+        return exported[id(model)]
+
+    monkeypatch.setattr(onnx_decode, "export", recording_export)
+    fresh = api.Service.from_folder(quick_weights)
+    try:
+        fresh.engine.warm_up()
+        models = fresh.models.saved
+        assert {n for n, saved in models.items() if exported.get(id(saved.model))} == {3, 4, 5, 6, 7, 8}
+        assert len(exported) == 8  # milestones 1-2 were asked too: they have no cache to step through
+        # The first visitor neither exports nor waits for it: the pools decode in ONNX Runtime already.
+        assert fresh.run(fresh.generate_request(**{**GOOD, "milestones": list(models)}))[7]
+        assert len(exported) == 8
+        assert {n for n in models if isinstance(fresh.engine.pool(n).decoding, OnnxDecoding)} == {3, 4, 5, 6, 7, 8}
+    finally:
+        fresh.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -14,16 +15,10 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import app
-from toystory_gpt import compare, report
-from toystory_gpt.ui import compare as compare_tab
-from toystory_gpt.ui import training
+from toystory_gpt import report
+from toystory_gpt.ui import endpoints, training
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=60, temperature=0.8, top_k=0, seed=3)
-
-
-@pytest.fixture(scope="module")
-def client(app_url) -> Client:
-    return Client(app_url, verbose=False)
 
 
 def generate(client: Client, **change) -> tuple[str, ...]:
@@ -41,10 +36,9 @@ def test_same_seed_same_texts_other_seed_other_texts(client):
     assert generate(client, seed=4) != generate(client)
 
 
-def test_api_text_is_the_librarys_and_so_the_clis(client, served_weights):
-    comparison = compare.Comparison.from_folder(served_weights)
-    request = comparison.request(**{**GOOD, "milestones": list(range(1, 9)), "top_k": 5})
-    assert list(generate(client, milestones=list(range(1, 9)), top_k=5)) == comparison.run(request)
+def test_api_text_is_the_librarys_and_so_the_clis(client, served):
+    request = served.generate_request(**{**GOOD, "milestones": list(range(1, 9)), "top_k": 5})
+    assert list(generate(client, milestones=list(range(1, 9)), top_k=5)) == served.run(request)
 
 
 def test_empty_prompt_and_unknown_characters_still_generate(client):
@@ -87,9 +81,23 @@ def test_training_tab_reads_what_training_saved(quick_weights):
     assert "vocabulary: 77 distinct characters" in training.corpus_statistics(report.read_summary(quick_weights))
 
 
-def test_throttle_sends_few_updates_and_always_the_last():
-    assert list(compare_tab.throttle(iter(range(1000)), interval=60)) == [0, 999]
-    assert list(compare_tab.throttle(iter(range(5)), interval=0)) == [0, 1, 2, 3, 4]
+def handler_updates(service, **change) -> list[list[str]]:
+    """Every update the /generate handler yields for GOOD (with ``change``), read to the end."""
+    inputs = {**GOOD, "length": 300, **change}
+
+    async def read():
+        return [texts async for texts in endpoints.generate(service)(**inputs)]
+    return asyncio.run(read())
+
+
+def test_generate_handler_sends_few_updates_and_always_the_last(service, monkeypatch):
+    finished = service.run(service.generate_request(**{**GOOD, "length": 300}))
+    monkeypatch.setattr(endpoints, "UPDATE_INTERVAL", 60)
+    assert handler_updates(service) == [finished]  # 60 s between updates: only the finished texts
+    monkeypatch.setattr(endpoints, "UPDATE_INTERVAL", 0.001)
+    updates = handler_updates(service)
+    assert len(updates) > 1 and updates[-1] == finished  # often: the texts as they grow, then the finished ones
+    assert any(0 < len(texts[1]) < 300 for texts in updates)
 
 
 @pytest.mark.slow  # starts the app in a subprocess

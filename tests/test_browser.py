@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import TIMEOUT_MS
-from toystory_gpt import compare
+from toystory_gpt import serving
 from toystory_gpt.milestones import LADDER
 
 pytestmark = pytest.mark.browser  # the `browser` fixture (conftest) skips where Chromium is missing
@@ -84,24 +84,23 @@ def test_all_eight_stream_together_then_training_tab_plots(browser, app_url, rec
 
 
 def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
-    # The app runs in this process: slow its sampling down so that Stop surely lands mid-generation,
-    # however fast the tiny test models are.
-    real_generate = compare.generate
-    produced, running, closed = [], [], threading.Event()
+    # The app runs in this process: slow its engine down so that Stop surely lands mid-generation, however fast
+    # the tiny test models are, and note every pool that ticks and every sequence it writes.
+    real_tick = serving.Pool.tick
+    pools, sequences, lock = set(), set(), threading.Lock()
 
-    def slow_generate(*args, **kwargs):
-        running.append(1)
-        try:
-            for character in real_generate(*args, **kwargs):
-                time.sleep(0.001)
-                produced.append(character)
-                yield character
-        finally:  # the generation was cancelled (or finished): the server stops producing this text
-            running.pop()
-            if not running:
-                closed.set()
+    def slow_tick(pool):
+        time.sleep(0.005)
+        with lock:
+            pools.add(pool)
+            sequences.update(pool.joining, pool.live)
+        return real_tick(pool)
 
-    monkeypatch.setattr(compare, "generate", slow_generate)
+    def idle() -> bool:  # the engine's active count is 0: no pool that ticked holds a sequence, live or waiting
+        with lock:
+            return not any(pool.busy for pool in pools)
+
+    monkeypatch.setattr(serving.Pool, "tick", slow_tick)
     page = open_app(browser, app_url)
     # 1-7 left, so milestone 1's card shows progress
     page.locator("#milestones").get_by_label(LADDER.milestones[-1].label, exact=True).uncheck()
@@ -110,12 +109,20 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
     page.click("#generate")
     page.wait_for_function("() => document.querySelector('#text-1 textarea').value.length > 20")
     page.click("#stop")
-    assert closed.wait(TIMEOUT_MS / 1000), "the server kept generating after Stop"
-    assert len(produced) < 7 * 2000  # it stopped mid-way: nothing more can reach the page
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not idle():
+        assert time.monotonic() < deadline, "the server kept generating after Stop"
+        time.sleep(0.01)
+    # It stopped mid-way: every text was cancelled short and has left its pool, so no character more is written.
+    with lock:
+        assert len(sequences) == 7 and all(s.cancelled and len(s.text) < 2000 for s in sequences)
+        written = {id(s): len(s.text) for s in sequences}
     # ...and the page knows it: the text's progress tracker is hidden again.
     page.wait_for_function("() => document.querySelector('#text-1 [data-testid=status-tracker]')"
                            ".classList.contains('hide')")
     assert 20 < len(card_text(page, 1)) < 2000
+    with lock:
+        assert {id(s): len(s.text) for s in sequences} == written  # and the server wrote nothing since
     page.close()
 
 

@@ -2,8 +2,8 @@
 
 Three doors, each checked against the library as the oracle (same inputs, same texts or the same message):
 
-- the library path, ``Comparison.request`` then ``stream``, with anything Python can pass (huge integers,
-  bytes, sets, NaN, lone surrogates...);
+- the library path, ``Service.generate_request`` then ``run`` and ``stream``, with anything Python can pass (huge
+  integers, bytes, sets, NaN, lone surrogates...);
 - the live ``/generate`` endpoint through ``gradio_client``, with anything it can send (JSON without NaN,
   infinities or lone surrogates: httpx refuses to encode those);
 - the live app through the browser's own protocol (``/queue/join`` + ``/queue/data``), for what only a raw
@@ -13,26 +13,26 @@ Generated cases per run: LIBRARY_EXAMPLES + CLIENT_EXAMPLES + RAW_EXAMPLES = 1,2
 (at most SHORT characters per milestone) so the file runs in about a minute; out-of-range values of every size
 are generated too, and must be rejected. Every HTTP wait is bounded by REQUEST_TIMEOUT, so a hang fails the test.
 Every message must be short and printable: it reaches the page through Gradio's event stream, which cannot
-encode a lone surrogate (one echoed in a warning once broke the stream: see ``compare_tab.shown_characters``).
+encode a lone surrogate (one echoed in a warning once broke the stream: see ``endpoints.shown_characters``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
 
 import httpx
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import FUZZ_SCALE
-from toystory_gpt import compare
+from toystory_gpt import api
 from toystory_gpt.milestones import LADDER
-from toystory_gpt.ui import compare as compare_tab
+from toystory_gpt.ui import endpoints
 
 LIBRARY_EXAMPLES = 700
 CLIENT_EXAMPLES = 250
@@ -54,7 +54,7 @@ WEIRD = ["🤠", "👩‍🚀", "🇺🇸", "\u200f", "\u202e", "\u200b", "\u200
          "\t", "e\u0301", "שלום", "مرحبا", "𝔘𝔫𝔦", "<script>alert(1)</script>", "{{7*7}}", "%s%n", "../../etc/passwd",
          "'; DROP TABLE", "WOODY:", "BUZZ: ", "\n", " ", "\\u0000", "\uffff", "\U0010ffff"]
 LONG_PROMPTS = st.tuples(st.sampled_from(["x", "🤠", "\u202e", "W", "\x00"]),
-                         st.sampled_from([compare.MAX_PROMPT, compare.MAX_PROMPT + 1, 5_000,
+                         st.sampled_from([api.MAX_PROMPT, api.MAX_PROMPT + 1, 5_000,
                                           100_000])).map(lambda t: t[0] * t[1])
 # Lone surrogates: valid in JSON ("\ud800") and in Python strings, not encodable as UTF-8.
 SURROGATE_TEXT = st.lists(st.one_of(st.characters(categories=["Cs"]), st.sampled_from(WEIRD)), min_size=1,
@@ -74,8 +74,8 @@ PYTHON_ONLY = st.one_of(st.sampled_from([10**5000, -(10**5000), b"5", bytearray(
 
 
 def not_long(value) -> bool:
-    """False for a valid but long length: those are slow and prove nothing new (test_compare covers them)."""
-    return not (isinstance(value, (int, float)) and not isinstance(value, bool) and SHORT < value <= compare.MAX_LENGTH)
+    """False for a valid but long length: those are slow and prove nothing new (test_api covers them)."""
+    return not (isinstance(value, (int, float)) and not isinstance(value, bool) and SHORT < value <= api.MAX_LENGTH)
 
 
 def numbers(small: st.SearchStrategy, extra: list) -> st.SearchStrategy:
@@ -100,9 +100,9 @@ VALID = dict(
     milestones=st.lists(ONE_MILESTONE, min_size=1, max_size=12),  # duplicates and any order included
     prompt=st.one_of(st.text(max_size=40), st.lists(st.sampled_from(WEIRD), max_size=12).map("".join), st.none()),
     length=whole(1, SHORT),
-    temperature=st.one_of(st.floats(0, compare.MAX_TEMPERATURE), st.sampled_from([0, 0.0, 1, 2, 0.001, 1e-40, 5e-324])),
-    top_k=whole(0, compare.MAX_TOP_K),
-    seed=whole(0, compare.MAX_SEED),
+    temperature=st.one_of(st.floats(0, api.MAX_TEMPERATURE), st.sampled_from([0, 0.0, 1, 2, 0.001, 1e-40, 5e-324])),
+    top_k=whole(0, api.MAX_TOP_K),
+    seed=whole(0, api.MAX_SEED),
 )
 MILESTONE_ITEM = st.one_of(ONE_MILESTONE,
                            st.sampled_from([0, 9, -1, 2**64, 1.5, "+5", "5.0", "9" * 30, "", "all", "1,2"]),
@@ -111,11 +111,11 @@ ODD = dict(
     milestones=st.one_of(st.lists(MILESTONE_ITEM, max_size=6),  # unknown and wrong-typed numbers among good ones
                          st.sampled_from([[], list(range(1, 9)) * 3, "2,5,8", "5", 5, None, {"5": 5}]), JSON_ANY),
     prompt=st.one_of(LONG_PROMPTS, JSON_ANY),
-    length=numbers(st.integers(-2, SHORT), [0, compare.MAX_LENGTH + 1]).filter(not_long),
+    length=numbers(st.integers(-2, SHORT), [0, api.MAX_LENGTH + 1]).filter(not_long),
     temperature=st.one_of(st.floats(), st.sampled_from([2.0000001, -0.1, -0.0, 1e-320, 1e-40, 1e-12, 0.000999, 1e308]),
                           JSON_SCALAR, JSON_ANY),
-    top_k=numbers(st.integers(-2, compare.MAX_TOP_K + 5), [compare.MAX_TOP_K + 1]),
-    seed=numbers(st.integers(-2, 2), [compare.MAX_SEED + 1, 1.5, 1e20, "7"]),
+    top_k=numbers(st.integers(-2, api.MAX_TOP_K + 5), [api.MAX_TOP_K + 1]),
+    seed=numbers(st.integers(-2, 2), [api.MAX_SEED + 1, 1.5, 1e20, "7"]),
 )
 
 
@@ -138,11 +138,6 @@ RAW_INPUTS["prompt"] = mostly(JSON_INPUTS["prompt"], SURROGATE_TEXT, 2)
 # ------------------------------------------------------------------------------------------------- oracle
 
 
-@pytest.fixture(scope="module")
-def comparison(served_weights) -> compare.Comparison:
-    return compare.Comparison.from_folder(served_weights)
-
-
 def check_message(message: str) -> None:
     """Meant for people: non-empty, short, and printable (no control characters or surrogates from the input)."""
     assert message and len(message) <= MAX_MESSAGE and message.isprintable(), message
@@ -154,25 +149,33 @@ def tally(outcome: str) -> None:
         event(outcome)
 
 
-def expected(comparison: compare.Comparison, inputs: dict) -> list[str] | str:
-    """What every door must answer: the eight texts, or the message, exactly as the library gives them."""
+def expected(served: api.Service, inputs: dict, stream: bool = False) -> list[str] | str:
+    """What every door must answer: the eight texts, or the message, exactly as the library gives them.
+    With ``stream``, the library's stream is read too, and must stay within the caps and end on those texts."""
     try:
-        request = comparison.request(**inputs)
-    except compare.InvalidRequest as exc:
+        request = served.generate_request(**inputs)
+    except api.InvalidRequest as exc:
         check_message(str(exc))
         tally(f"refused: {str(exc).split(' must ')[0].split(' is ')[0][:30]}")
         return str(exc)
     tally("served")
-    turns, texts = -(-request.length // compare.CHUNK), None
-    bound = turns * len(request.milestones)  # one update per milestone per turn
-    for updates, texts in enumerate(comparison.stream(request), start=1):
-        assert updates <= bound and max(map(len, texts)) <= request.length  # never past the cap
-    assert updates == bound
+    texts = served.run(request)
     assert [len(t) for t in texts] == [request.length if m.number in request.milestones else 0
                                        for m in LADDER.milestones]
     for n in request.milestones:
-        assert set(texts[n - 1]) <= set(comparison.models[n].tokenizer.vocab)
+        assert set(texts[n - 1]) <= set(served.models.saved[n].tokenizer.vocab)
+    if stream:
+        # Each update but the last shows at least one new character: at most one per milestone per character.
+        bound = request.length * len(request.milestones) + 1
+        updates = asyncio.run(read_stream(served, request))
+        assert 1 <= len(updates) <= bound
+        assert all(max(map(len, shown)) <= request.length for shown in updates)  # never past the cap
+        assert updates[-1] == texts
     return texts
+
+
+async def read_stream(served: api.Service, request: api.GenerateRequest) -> list[list[str]]:
+    return [texts async for texts in served.stream(request, interval=0.001)]
 
 
 # ------------------------------------------------------------------------------------------- the library
@@ -180,25 +183,20 @@ def expected(comparison: compare.Comparison, inputs: dict) -> list[str] | str:
 
 @fuzz(LIBRARY_EXAMPLES)
 @given(**PYTHON_INPUTS)
-@example(milestones=[1], prompt="", length=compare.MAX_LENGTH, temperature=1.0, top_k=0, seed=compare.MAX_SEED)
-@example(milestones=list(range(1, 9)), prompt="🤠" * compare.MAX_PROMPT, length=1, temperature=2,
-         top_k=compare.MAX_TOP_K, seed=0)
+@example(milestones=[1], prompt="", length=api.MAX_LENGTH, temperature=1.0, top_k=0, seed=api.MAX_SEED)
+@example(milestones=list(range(1, 9)), prompt="🤠" * api.MAX_PROMPT, length=1, temperature=2,
+         top_k=api.MAX_TOP_K, seed=0)
 @example(milestones=["9" * 5000], prompt="W", length=1, temperature=0.8, top_k=0, seed=0)
 @example(milestones=[8], prompt="W", length=1, temperature=1e-40, top_k=0, seed=0)
 @example(milestones=[8], prompt="x" * 100_000, length=10**5000, temperature=math.nan, top_k=-math.inf, seed="seed")
-def test_library_returns_capped_texts_or_a_clear_message(comparison, milestones, prompt, length, temperature, top_k,
+def test_library_returns_capped_texts_or_a_clear_message(served, milestones, prompt, length, temperature, top_k,
                                                          seed):
     # `expected` asserts the caps, and that only InvalidRequest (with a clear message) ever escapes.
-    expected(comparison, dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature,
-                              top_k=top_k, seed=seed))
+    expected(served, dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k,
+                          seed=seed), stream=True)
 
 
 # --------------------------------------------------------------------------------- /generate via gradio_client
-
-
-@pytest.fixture(scope="module")
-def client(app_url) -> Client:
-    return Client(app_url, verbose=False)
 
 
 @pytest.mark.slow
@@ -209,10 +207,10 @@ def client(app_url) -> Client:
 @example(milestones=[1, 1, 1], prompt="🤠\u202e\x00" * 30_000, length=5, temperature=0.8, top_k=0, seed=0)
 @example(milestones=[8], prompt="W", length=-(10**300), temperature=1e308, top_k=10**30, seed=2**64)
 @example(milestones=[8], prompt="W", length=5, temperature=1e-40, top_k=0, seed=0)
-def test_generate_api_returns_eight_texts_or_the_clear_message(client, comparison, milestones, prompt, length,
+def test_generate_api_returns_eight_texts_or_the_clear_message(client, served, milestones, prompt, length,
                                                                temperature, top_k, seed):
     inputs = dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed)
-    want = expected(comparison, inputs)
+    want = expected(served, inputs)
     job = client.submit(**inputs, api_name="/generate")
     try:
         texts = job.result(timeout=REQUEST_TIMEOUT)
@@ -274,13 +272,13 @@ def raw(app_url):
 @example(milestones=[8], prompt="W", length=5, temperature=math.nan, top_k=0, seed=0)
 @example(milestones=[math.inf], prompt="W", length=math.inf, temperature=-math.inf, top_k=math.nan, seed=math.inf)
 @example(milestones=["\ud800"], prompt="W", length=5, temperature=0.8, top_k=0, seed="\udfff")
-def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, comparison, milestones, prompt, length,
+def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, served, milestones, prompt, length,
                                                                    temperature, top_k, seed):
     inputs = dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed)
     # What the server reads: JSON joins an escaped surrogate pair ("\ud800\udc00") into one character.
     inputs = json.loads(json.dumps(inputs, allow_nan=True))
-    want = expected(comparison, inputs)
-    done = raw.send([*inputs.values(), compare.FINAL])  # the page always sends the Weights dropdown too
+    want = expected(served, inputs)
+    done = raw.send([*inputs.values(), api.FINAL])  # the page always sends the Weights dropdown too
     assert "http_status" not in done, done
     if isinstance(want, str):
         assert done["success"] is False and done["output"]["error"] == want, done
@@ -293,10 +291,10 @@ NAMES = ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step
 
 @pytest.mark.slow
 @pytest.mark.parametrize("count", [8, 9, 20])
-def test_browser_protocol_ignores_extra_values(raw, comparison, count):
-    inputs = [[2, 8], "WOODY:", 7, 0.8, 0, 3, compare.FINAL]
+def test_browser_protocol_ignores_extra_values(raw, served, count):
+    inputs = [[2, 8], "WOODY:", 7, 0.8, 0, 3, api.FINAL]
     done = raw.send(inputs + ["extra"] * (count - len(inputs)))
-    assert done["success"] is True and done["output"]["data"] == expected(comparison, dict(zip(NAMES, inputs)))
+    assert done["success"] is True and done["output"]["data"] == expected(served, dict(zip(NAMES, inputs)))
 
 
 @pytest.mark.slow
@@ -329,29 +327,31 @@ def test_json_the_server_cannot_read_is_refused_not_fatal(raw):
                                "got [a negative number of about 5,000 digits]"),
 ])
 def test_what_fuzzing_found_is_refused_clearly(change, message):
-    with pytest.raises(compare.InvalidRequest) as error:
-        compare.validate(**{**dict(milestones=[8], prompt="W", length=5, temperature=0.8, top_k=0, seed=0), **change})
+    with pytest.raises(api.InvalidRequest) as error:
+        api.GenerateRequest.parse(**{**dict(milestones=[8], prompt="W", length=5, temperature=0.8, top_k=0, seed=0),
+                                     **change})
     assert str(error.value) == message
 
 
 @pytest.mark.parametrize("temperature", [1e-40, 5e-324])
-def test_tiny_temperatures_sample_greedily(comparison, temperature):
+def test_tiny_temperatures_sample_greedily(served, temperature):
     """Dividing float32 logits by a temperature this small once gave inf, then NaN: torch.multinomial raised."""
-    tiny = comparison.run(comparison.request([8], "W", 20, temperature, 0, 0))
-    assert tiny == comparison.run(comparison.request([8], "W", 20, 0, 0, 0))
+    settings = dict(milestones=[8], prompt="W", length=20, top_k=0, seed=0)
+    tiny = served.run(served.generate_request(**settings, temperature=temperature))
+    assert tiny == served.run(served.generate_request(**settings, temperature=0))
 
 
 def test_left_out_characters_are_shown_so_the_event_stream_can_carry_them():
-    assert compare_tab.shown_characters("é\ud800\x00\u202e🤠") == "é U+D800 U+0000 U+202E 🤠"
-    compare_tab.shown_characters("é\ud800").encode("utf-8")  # no lone surrogate left: orjson can encode it
+    assert endpoints.shown_characters("é\ud800\x00\u202e🤠") == "é U+D800 U+0000 U+202E 🤠"
+    endpoints.shown_characters("é\ud800").encode("utf-8")  # no lone surrogate left: orjson can encode it
 
 
 # ----------------------------------------------------------------------------------------------- aftermath
 
 
 @pytest.mark.slow
-def test_the_server_still_serves_after_the_fuzzing(client, raw, comparison):
+def test_the_server_still_serves_after_the_fuzzing(client, raw, served):
     inputs = dict(milestones=list(range(1, 9)), prompt="WOODY:", length=50, temperature=0.8, top_k=0, seed=11)
-    assert list(client.predict(**inputs, api_name="/generate")) == comparison.run(comparison.request(**inputs))
-    assert raw.send([*inputs.values(), compare.FINAL])["output"]["data"] == \
-        comparison.run(comparison.request(**inputs))
+    assert list(client.predict(**inputs, api_name="/generate")) == served.run(served.generate_request(**inputs))
+    assert raw.send([*inputs.values(), api.FINAL])["output"]["data"] == \
+        served.run(served.generate_request(**inputs))

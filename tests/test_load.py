@@ -7,6 +7,7 @@ memory stays within RSS_GROWTH_BOUND. The server runs in this process (``app_url
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import time
@@ -19,9 +20,8 @@ from gradio_client import Client
 from gradio_client.utils import QueueError, Status
 
 import app
-from toystory_gpt import compare
+from toystory_gpt import api, serving
 from toystory_gpt.milestones import LADDER
-from toystory_gpt.ui import compare as compare_tab
 from toystory_gpt.ui import page
 from toystory_gpt.ui.page import free_port
 
@@ -34,6 +34,7 @@ RSS_GROWTH_BOUND = 200 * 2**20
 REQUEST_TIMEOUT = 300        # seconds; bounds a hang, measures nothing
 HTTP_TIMEOUT = 120           # seconds for any one HTTP read (the event stream gets a heartbeat every 15 s)
 BUSY = "Queue is full! Please try again."   # gradio_client's own words when the server answers 503 queue_full
+SLOTS = 2                    # generations served at once by the tiny queue's app (its engine's capacity)
 
 ALL = [m.number for m in LADDER.milestones]
 
@@ -68,8 +69,7 @@ def run_users(url: str, users: int, requests: int) -> list[tuple[str, dict, obje
     return [outcome for session in sessions for outcome in session]
 
 
-def test_concurrent_users_get_their_own_texts_and_memory_stays_bounded(app_url, served_weights):
-    comparison = compare.Comparison.from_folder(served_weights)
+def test_concurrent_users_get_their_own_texts_and_memory_stays_bounded(app_url, served):
     server = psutil.Process()
     run_users(app_url, USERS, 1)  # warm-up: first-use allocations (thread pools, caches) are not growth
     gc.collect()
@@ -84,7 +84,7 @@ def test_concurrent_users_get_their_own_texts_and_memory_stays_bounded(app_url, 
     assert all(result == BUSY for kind, _, result in outcomes if kind == "busy")
     for kind, sent, texts in outcomes:
         if kind == "ok":  # each user gets exactly the texts of its own seed, however the requests interleaved
-            assert list(texts) == comparison.run(comparison.request(**sent))
+            assert list(texts) == served.run(served.generate_request(**sent))
     assert after - before < RSS_GROWTH_BOUND, f"RSS grew by {(after - before) / 2**20:.0f} MB"
 
 
@@ -103,24 +103,29 @@ def test_the_server_keeps_the_state_of_a_bounded_number_of_sessions(served_weigh
 
 @pytest.fixture
 def tiny_queue_app(served_weights, monkeypatch):
-    """The app with a queue of one, whose generations wait at a gate: the queue's state is then certain, not timed."""
+    """The app with a queue of one and SLOTS generations at once, whose generations wait at a gate: the queue's
+    state is then certain, not timed."""
     gate, started = threading.Event(), threading.Semaphore(0)
-    real_stream = compare.Comparison.stream
+    real_stream = api.Service.stream
 
-    def gated_stream(self, request):
+    async def gated_stream(self, request, interval):
         started.release()
-        gate.wait(REQUEST_TIMEOUT)
-        yield from real_stream(self, request)
+        await asyncio.to_thread(gate.wait, REQUEST_TIMEOUT)  # the server's event loop stays free meanwhile
+        async for texts in real_stream(self, request, interval):
+            yield texts
 
     monkeypatch.setattr(page, "QUEUE_SIZE", 1)
-    monkeypatch.setattr(compare.Comparison, "stream", gated_stream)
-    demo = app.build_app(served_weights)
+    monkeypatch.setattr(api.Service, "stream", gated_stream)
+    models = serving.Models.from_folder(served_weights)
+    service = api.Service(models, serving.Engine(models, capacity=SLOTS))
+    demo = app.build_app(served_weights, service)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield url.rstrip("/"), gate, started
     finally:
         gate.set()
         demo.close()
+        service.close()
 
 
 def wait_until(condition, what: str) -> None:
@@ -130,20 +135,20 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, served_weights):
+def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, served):
     url, gate, started = tiny_queue_app
-    clients = [Client(url, verbose=False) for _ in range(compare_tab.CONCURRENCY + 2)]
+    clients = [Client(url, verbose=False) for _ in range(SLOTS + 2)]
     try:
         running = []
         # Both generation slots taken, one request at a time: the queue holds one, so two sent together could
         # find it full while the first still waits there to be picked up.
-        for i, client in enumerate(clients[:compare_tab.CONCURRENCY]):
+        for i, client in enumerate(clients[:SLOTS]):
             running.append(client.submit(**inputs(i, 0), api_name="/generate"))
             assert started.acquire(timeout=REQUEST_TIMEOUT), f"generation {i + 1} never started"
-        waiting = clients[compare_tab.CONCURRENCY].submit(**inputs(98, 0), api_name="/generate")
+        waiting = clients[SLOTS].submit(**inputs(98, 0), api_name="/generate")
         wait_until(lambda: waiting.status().code == Status.IN_QUEUE,
                    "the third request is queued")  # ...and the queue full
-        refused = clients[compare_tab.CONCURRENCY + 1].submit(**inputs(99, 0), api_name="/generate")
+        refused = clients[SLOTS + 1].submit(**inputs(99, 0), api_name="/generate")
         with pytest.raises(QueueError, match="^Queue is full! Please try again.$"):
             refused.result(timeout=REQUEST_TIMEOUT)
         # What a hand-written HTTP client sees: 503 and Gradio's detail.
@@ -151,9 +156,8 @@ def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, se
                          timeout=REQUEST_TIMEOUT)
         assert raw.status_code == 503 and raw.json()["detail"].startswith("Queue is full. Max size is 1")
         gate.set()
-        comparison = compare.Comparison.from_folder(served_weights)
-        for job, user in [*zip(running, range(compare_tab.CONCURRENCY)), (waiting, 98)]:  # the accepted ones all finish
-            assert list(job.result(timeout=REQUEST_TIMEOUT)) == comparison.run(comparison.request(**inputs(user, 0)))
+        for job, user in [*zip(running, range(SLOTS)), (waiting, 98)]:  # the accepted ones all finish
+            assert list(job.result(timeout=REQUEST_TIMEOUT)) == served.run(served.generate_request(**inputs(user, 0)))
         # Once there is room again, the refused caller is served.
         assert len(clients[-1].predict(**inputs(99, 0), api_name="/generate")) == len(LADDER.milestones)
     finally:

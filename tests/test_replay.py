@@ -7,16 +7,15 @@ import shutil
 
 import pytest
 import torch
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 from safetensors.torch import load_file
 
 import train
 from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
-from toystory_gpt import compare, weights
+from toystory_gpt import api, weights
 from toystory_gpt.milestones import LADDER
-from toystory_gpt.sampler import generate
+from toystory_gpt.serving import generate
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import TrainConfig, Trainer
 
@@ -41,7 +40,7 @@ def test_recording_samples_does_not_change_training():
     def sample(model):
         assert not model.training  # sampled in eval mode
         torch.rand(10)  # even a sampler that draws from torch's RNG leaves training's draws alone
-        return "".join(generate(model, tokenizer, "WOODY: ", 20, seed=1))
+        return generate(model, tokenizer, "WOODY: ", 20, seed=1)
 
     plain, without = train_tiny()
     recorded, with_samples = train_tiny(sample)
@@ -72,8 +71,7 @@ def test_every_evaluation_recorded_a_sample_ending_on_the_final_one(quick_weight
 def test_snapshots_are_half_precision_weights_of_their_step(quick_weights):
     saved = weights.load(quick_weights / "milestone8", LADDER[8])
     assert saved.snapshot_steps == [10, 20]
-    then = saved.at_step(10)
-    assert saved.at_step(10) is then  # loaded once
+    then = weights.load_snapshot(saved, 10)
     assert {p.dtype for p in then.model.parameters()} == {torch.float32}
     x = torch.randint(saved.tokenizer.vocab_size, (1, 20))
     assert not torch.allclose(then.model(x)[0], saved.model(x)[0])
@@ -85,7 +83,13 @@ def test_snapshots_are_half_precision_weights_of_their_step(quick_weights):
         assert {t.dtype for t in load_file(f).values()} == {torch.float16}
     assert not (quick_weights / "ablation-deep-no-residual" / "snapshots").exists()
     with pytest.raises(weights.WeightsError, match=r"no snapshot at step 15 \(kept: 10, 20\)"):
-        saved.at_step(15)
+        weights.load_snapshot(saved, 15)
+
+
+def test_the_service_loads_a_snapshot_once(service):
+    then = service.models.at(8, 10)
+    assert service.models.at(8, 10) is then and then is not service.models.at(8)
+    assert then.snapshot_steps == service.models.saved[8].snapshot_steps == [10, 20]
 
 
 def test_a_broken_snapshot_is_a_clear_error(quick_weights, tmp_path):
@@ -94,28 +98,28 @@ def test_a_broken_snapshot_is_a_clear_error(quick_weights, tmp_path):
     saved = weights.load(tmp_path / "milestone8", LADDER[8])
     with pytest.raises(weights.WeightsError,
                        match=r"milestone8: snapshots/step-10.safetensors: not a readable safetensors file"):
-        saved.at_step(10)
-    comparison = compare.Comparison.from_folder(tmp_path)  # the request is refused with words, before streaming
-    with pytest.raises(compare.InvalidRequest, match=r"Milestone 8 · \+ dropout's weights at step 10 are broken"):
-        comparison.request([8], "WOODY:", 5, 0.8, 0, 0, 10)
+        weights.load_snapshot(saved, 10)
+    service = api.Service.from_folder(tmp_path)  # the request is refused with words, before streaming
+    try:
+        with pytest.raises(api.InvalidRequest, match=r"Milestone 8 · \+ dropout's weights at step 10 are broken"):
+            service.generate_request(milestones=[8], prompt="WOODY:", length=5, temperature=0.8, top_k=0, seed=0,
+                                     step=10)
+    finally:
+        service.close()
 
 
-def test_generating_from_a_snapshot_is_the_same_everywhere(quick_weights, app_url, served_weights, capsys):
+def test_generating_from_a_snapshot_is_the_same_everywhere(quick_weights, service, client, served_weights, capsys):
     if served_weights != quick_weights:
         pytest.skip("the app serves other weights")
-    comparison = compare.Comparison.from_folder(quick_weights)
-    request = comparison.request([3, 8], "WOODY:", 40, 0.8, 0, 5, 10)
-    library = comparison.run(request)
-    then = comparison.models[8].at_step(10)
-    assert library[7] == "".join(generate(then.model, then.tokenizer, "WOODY:", 40, 0.8, 0, 5, exported=then.exported))
-    assert library != comparison.run(comparison.request([3, 8], "WOODY:", 40, 0.8, 0, 5))  # not the final weights
-    client = Client(app_url, verbose=False)
-    api = client.predict(milestones=[3, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=5, step=10,
-                         api_name="/generate")
-    assert list(api) == library
-    final = client.predict(milestones=[3, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=5,
-                           api_name="/generate")  # the default: today's texts
-    assert list(final) == comparison.run(comparison.request([3, 8], "WOODY:", 40, 0.8, 0, 5))
+    settings = dict(milestones=[3, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=5)
+    library = service.run(service.generate_request(**settings, step=10))
+    then = weights.load_snapshot(service.models.saved[8], 10)  # a snapshot decodes in PyTorch
+    assert library[7] == generate(then.model, then.tokenizer, "WOODY:", 40, 0.8, 0, 5)
+    assert library != service.run(service.generate_request(**settings))  # not the final weights
+    served = client.predict(**settings, step=10, api_name="/generate")
+    assert list(served) == library
+    final = client.predict(**settings, api_name="/generate")  # the default: today's texts
+    assert list(final) == service.run(service.generate_request(**settings))
     assert cli.main(["generate", "--weights", str(quick_weights), "--milestones", "3,8", "--length", "40",
                      "--seed", "5", "--prompt", "WOODY:", "--step", "10", "--json"]) == 0
     assert [t["text"] for t in json.loads(capsys.readouterr().out)] == [library[2], library[7]]

@@ -19,6 +19,7 @@ from gradio_client import Client
 import app
 from toystory_gpt import hub, weights
 from toystory_gpt.milestones import LADDER
+from toystory_gpt.ui.page import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,16 +144,26 @@ def test_the_weights_location_comes_only_from_an_argument_or_the_environment(qui
     monkeypatch.setattr(hub, "resolve",
                         lambda *args, **kwargs: calls.append((args, kwargs)) or resolve(*args, **kwargs))
     app._demo.cache_clear()
+    demo = client = None
     try:
         demo = app.demo
-        handler = next(d.fn for d in demo.fns.values() if d.api_name == "generate")
-        # ...the request handler's only inputs are the seven generation settings, and serving never resolves again.
-        assert list(inspect.signature(handler).parameters) == ["milestones", "prompt", "length", "temperature", "top_k",
-                                                                "seed", "step"]
+        _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                               quiet=True)
+        client = Client(url, verbose=False)
+        # ...the request's only inputs are the seven generation settings, and serving never resolves again.
+        generate = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]
+        assert [p["parameter_name"] for p in generate["parameters"]] == \
+            ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step"]
         for seed in range(3):
-            assert len(list(handler([3, 8], "WOODY:", 5, 0.8, 0, seed))[-1][7]) == 5
+            texts = client.predict(milestones=[3, 8], prompt="WOODY:", length=5, temperature=0.8, top_k=0, seed=seed,
+                                   api_name="/generate")
+            assert len(texts[7]) == 5
         assert app.demo is demo
     finally:
+        if client is not None:
+            client.close()
+        if demo is not None:
+            demo.close()
         app._demo.cache_clear()  # the next user of app.demo builds it from its own environment
     assert calls == [((), {})]
 

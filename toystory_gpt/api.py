@@ -174,13 +174,13 @@ class NextCharsRequest(TextRequest):
     temperature: Annotated[Real, Field(ge=0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE
     top_k: Annotated[Whole, Field(ge=0, le=MAX_TOP_K)] = 0
     k: Annotated[Whole, Field(ge=1, le=MAX_TOP_K)] = 5
-    position: Annotated[Whole | None, Field(ge=0, le=MAX_TEXT)] = None
+    position: Whole | None = None  # a slot from 0 to the text's length (checked there): None, after the text
 
 
 class AttentionRequest(_Reading):
     """``/attention``: one milestone's attention over the context of a slot."""
     milestone: Whole
-    position: Annotated[Whole | None, Field(ge=0, le=MAX_TEXT)] = None
+    position: Whole | None = None  # as in NextCharsRequest
 
     @field_validator("milestone", mode="after")
     @classmethod
@@ -199,7 +199,7 @@ def _limits(model: type[BaseModel], field: str) -> tuple:
     low = high = None
     for constraint in model.model_fields[field].metadata:
         low = getattr(constraint, "ge", low)
-        high = getattr(constraint, "le", high)
+        high = getattr(constraint, "le", getattr(constraint, "max_length", high))
     return low, high
 
 
@@ -229,6 +229,8 @@ def _explain(model: type[BaseModel], error: dict) -> str:
         return (f"{field} must be a number from {low:g} to {high:g} (0 = always the likeliest character), "
                 f"got {shown(value)}")
     name = NAMES.get(field, field)  # whole numbers below
+    if low is None:  # limited by something else (a position, by its text): checked where that is known
+        return f"{name} must be a whole number, got {shown(value)}"
     if kind == "whole_number":
         return f"{name} must be a whole number from {low:,} to {high:,}, got {shown(value)}"
     return f"{name} must be from {low:,} to {high:,}, got {shown(value)}"

@@ -81,11 +81,12 @@ each adding one idea of the GPT recipe to the one before. Pick a prompt and watc
 """
 
 
-def build_app(weights_dir: Path) -> gr.Blocks:
-    """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked."""
-    # Sampling is many tiny matmuls: one thread per request is fastest, and leaves cores for others.
+def build_app(weights_dir: Path, service: api.Service | None = None) -> gr.Blocks:
+    """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked. ``service``:
+    serve through this one instead (its caller closes it), e.g. an engine of another size."""
+    # Decoding is many tiny matmuls: one thread per engine thread is fastest, and leaves cores for the others.
     torch.set_num_threads(1)
-    service = api.Service.from_folder(weights_dir)
+    service = service or api.Service.from_folder(weights_dir)
     service.engine.warm_up()
     models = service.models
     for saved in models.saved.values():
