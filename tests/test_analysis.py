@@ -14,8 +14,7 @@ from torch.nn import functional as F
 
 from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
-from toystory_gpt import corpus, sampler
-from toystory_gpt import analysis
+from toystory_gpt import analysis, corpus, sampler
 from toystory_gpt.compare import Comparison, InvalidRequest
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.tokenizer import CharTokenizer

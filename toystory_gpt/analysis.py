@@ -32,11 +32,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import folders, weights
 from . import milestones as ladders  # read at call time: tests may extend the ladder
 from .compare import MAX_PROMPT, Comparison, InvalidRequest, _number_from_text, _show, _whole
 from .milestones import ABLATION
@@ -329,6 +331,13 @@ def surprise(comparison: Comparison, text, milestones: Sequence, stride=None) ->
     req = request(comparison, text, milestones)
     return {"text": req.text, "dropped": req.dropped,
             "milestones": [row.as_dict() for row in score(comparison, req, stride)]}
+
+
+def load_ablation(weights_dir: Path) -> SavedModel | None:
+    """The ablation trained into ``weights_dir``, None if it was not; WeightsError if its folder is broken. (Compare
+    never shows it, so ``Comparison`` does not load it.)"""
+    folder = folders.current(Path(weights_dir) / ladders.LADDER.ablation.folder)
+    return weights.load(folder, ladders.LADDER.ablation) if folder.exists() else None
 
 
 def model_key(value) -> int | str:
