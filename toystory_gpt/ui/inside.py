@@ -133,9 +133,7 @@ def read(models: dict, text, chosen, gains, lens, temperature, top_k, layer, hea
         raise _invalid(exc) from None
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
-    surprises = {key: analysis.surprise_of(models[key], req.text) for key in view.needed(models, req.milestones, gains)}
-    lenses = {key: analysis.lens(models[key], req.text) for key in req.milestones
-              if lens and analysis.deep(models[key])}
+    surprises, lenses = view.numbers(models, req, gains, lens)
     slot = len(req.text) - 1
     state = {"request": vars(req), "slot": slot}
     rows = view.rows_html(view.rows(models, req, surprises, gains, lenses), slot, gains)

@@ -117,6 +117,15 @@ def needed(models: Models, keys: Sequence, gains: bool) -> list:
     return [key for key in models if key in wanted]
 
 
+def numbers(models: Models, req: analysis.Request, gains: bool, lens: bool) -> tuple[dict, dict]:
+    """What the rows are drawn from (the one step here that runs models): the surprise of every model ``needed``,
+    and, if asked, the lens of every chosen deep one."""
+    surprises = {key: analysis.surprise_of(models[key], req.text) for key in needed(models, req.milestones, gains)}
+    lenses = {key: analysis.lens(models[key], req.text) for key in req.milestones
+              if lens and analysis.deep(models[key])}
+    return surprises, lenses
+
+
 def _guesses(saved: SavedModel, row: analysis.Surprise, i: int) -> str:
     vocab = saved.tokenizer.vocab
     return ", ".join(f"{quoted(vocab[g])} {p:.2f}" for g, p in zip(row.guesses[i], row.guess_probabilities[i],
