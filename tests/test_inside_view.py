@@ -73,12 +73,13 @@ def test_rows_in_order_under_each_model(models):
 def test_a_gain_row_is_the_difference_of_the_two_surprise_rows(models):
     req, surprises, _ = reading(models, [4, ABLATION])
     for upper, lower in ((4, 3), (ABLATION, 6)):
-        row = view.gain_row(models[upper], models[lower], req.text, surprises[upper], surprises[lower])
+        row = next(r for r in view.rows(models, req, surprises, True, {})
+                   if r.key == upper and r.kind is view.Kind.GAIN)
         values = np.array([cell.value for cell in row.cells])
         np.testing.assert_allclose(values, surprises[lower].bits - surprises[upper].bits, atol=1e-6)
         assert row.figure == f"{surprises[lower].bits_per_char - surprises[upper].bits_per_char:+.2f}"
         cell = row.cells[7]
-        assert cell.colour == view.gain_colour(cell.value)
+        assert [c.colour for c in row.cells] == view.gain_colours(values)
         for saved, surprise in ((models[upper], surprises[upper]), (models[lower], surprises[lower])):
             assert f"{saved.milestone.label}: p = {2 ** -surprise.bits[7]:.4f}" in cell.title
             first_guess = saved.tokenizer.vocab[surprise.guesses[7][0]]
@@ -86,10 +87,10 @@ def test_a_gain_row_is_the_difference_of_the_two_surprise_rows(models):
 
 
 def test_one_signed_scale_centred_on_zero():
-    assert view.gain_colour(0.0) == "#ffffff"
-    assert view.gain_colour(view.GAIN_BITS) == view.gain_colour(10 * view.GAIN_BITS) == "#16a34a"  # saved: green
-    assert view.gain_colour(-view.GAIN_BITS) == "#9333ea"  # lost: purple
-    half_saved, half_lost = (np.array(list(bytes.fromhex(view.gain_colour(b)[1:])), float) for b in (2.0, -2.0))
+    top = view.GAIN_BITS
+    assert view.gain_colours([0.0, top, 10 * top, -top, -10 * top]) == [
+        "#ffffff", "#16a34a", "#16a34a", "#9333ea", "#9333ea"]  # white at zero; saved: green; lost: purple
+    half_saved, half_lost = (np.array(list(bytes.fromhex(c[1:])), float) for c in view.gain_colours([2.0, -2.0]))
     np.testing.assert_allclose(255 - half_saved, (255 - view.SAVED_RGB) / 2, atol=0.6)  # as far from white each way
     np.testing.assert_allclose(255 - half_lost, (255 - view.LOST_RGB) / 2, atol=0.6)
 
