@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
              f"≤ {limits[view] * 1000:.0f} ms: {verdict(s <= limits[view])}" if view in limits else "—"]
             for view, s in figures.items()]
     print(f"Inside-the-models speed — {machine_line(facts)}\nModels: {source}. Median of {runs} runs after one "
-          f"warmup run, server-side (no HTTP, no HTML).\n")
+          f"warmup run, server-side (no HTTP; the gain rows and the click include drawing their HTML).\n")
     print(markdown_table(["view", "median", "target"], rows), end="")
     return 0
 

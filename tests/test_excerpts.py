@@ -48,3 +48,17 @@ def test_an_excerpt_follows_the_code_when_it_moves():
     before, after = (excerpts.excerpt(LADDER[6], text) for text in (source, moved))
     assert [p.lines for p in before.pieces] == [p.lines for p in after.pieces]
     assert [p.first + 3 for p in before.pieces] == [p.first for p in after.pieces]
+
+
+def test_the_about_tab_shows_each_excerpt_as_python():
+    import gradio as gr
+
+    from toystory_gpt.ui import about
+
+    context = type("Context", (), {"rows": []})()  # the About tab reads only what training recorded
+    with gr.Blocks() as demo:
+        about.build(context)
+    codes = [block for block in demo.blocks.values() if isinstance(block, gr.Code)]
+    assert [(c.label, c.value, c.language) for c in codes] == [
+        (about.code_label(e), e.code, "python") for e in SHOWN.values()]
+    assert codes[5].label == "6 · + residual connections · residual=True"

@@ -53,6 +53,7 @@ def build(context) -> None:
     gr.Markdown(CODE_INTRO)
     with gr.Row(elem_id="idea-code"):
         for excerpt in excerpts.read():
+            # no line numbers of its own: the comments give model.py's
             gr.Code(excerpt.code, language="python", label=code_label(excerpt), interactive=False, min_width=420,
-                    elem_classes="idea-code")
+                    show_line_numbers=False, buttons=["copy"], elem_classes="idea-code")
     gr.Markdown(HOW_TO)

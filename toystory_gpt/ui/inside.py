@@ -95,7 +95,8 @@ CSS = """
 .ins-true td.ins-ch { font-weight: bold; color: #15803d; }
 .ins-truth { margin: 0 0 0.25rem; opacity: 0.85; }
 .ins-lens-card tr.ins-first td { font-weight: bold; color: #15803d; }
-.ins-lens-card td.ins-guesses { font-family: var(--font-mono); font-size: 0.72rem; white-space: normal; }
+#lens-cards .ins-cards { grid-template-columns: repeat(auto-fill, minmax(min(100%, 330px), 1fr)); }
+.ins-lens-card td.ins-guesses { font-family: var(--font-mono); font-size: 0.72rem; white-space: nowrap; }
 .ins-map img { image-rendering: pixelated; max-width: 100%; border: 1px solid var(--border-color-primary); }
 .ins-map p { font-size: 0.8rem; opacity: 0.85; margin: 0.3rem 0 0; }
 """
