@@ -73,6 +73,7 @@ CSS = """
   .ins-label { min-width: 2.2rem; max-width: 2.2rem; padding: 0 0.3rem; }
   .ins-wide { display: none; }
   .ins-narrow { display: inline; }
+  .ins-lens-card td.ins-guesses { white-space: normal; }
 }
 .ins-note { font-family: var(--font); font-size: 0.85rem; opacity: 0.8; padding: 0 0.4rem; white-space: nowrap; }
 .ins-heading { font-size: 0.95rem; margin: 0.2rem 0 0.5rem; }
@@ -96,6 +97,7 @@ CSS = """
 .ins-truth { margin: 0 0 0.25rem; opacity: 0.85; }
 .ins-lens-card tr.ins-first td { font-weight: bold; color: #15803d; }
 #lens-cards .ins-cards { grid-template-columns: repeat(auto-fill, minmax(min(100%, 330px), 1fr)); }
+.ins-lens-card { min-width: 0; overflow-x: auto; }  /* a long row scrolls in its card, never widens the page */
 .ins-lens-card td.ins-guesses { font-family: var(--font-mono); font-size: 0.72rem; white-space: nowrap; }
 .ins-map img { image-rendering: pixelated; max-width: 100%; border: 1px solid var(--border-color-primary); }
 .ins-map p { font-size: 0.8rem; opacity: 0.85; margin: 0.3rem 0 0; }
