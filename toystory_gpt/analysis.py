@@ -118,7 +118,7 @@ class Look:
 def request(comparison: Comparison, text, milestones: Sequence, temperature=0.0, top_k=0) -> Request:
     """Check ``text`` and ``milestones`` (and the sampling knobs) as an API caller may send them; InvalidRequest if
     wrong. The milestones and knobs are checked by ``compare``'s own rules, so both tabs answer alike."""
-    _check_text(text)
+    _check_text(text)  # before the milestones: a text that is not text is the first thing to say
     checked = comparison.request(milestones, "", 1, temperature, top_k, 0)
     chosen = checked.milestones
     kept, dropped = readable([comparison.models[n] for n in chosen], text)

@@ -100,16 +100,17 @@ def attention_colour(weight: float) -> str:
 
 
 def reading_request(models: Models, text, chosen: Sequence, temperature: float, top_k: int) -> analysis.Request:
-    """The tab's request: the chosen models in display order, and the text they can all read."""
+    """The tab's request: the chosen models in display order, and the text they (and the models below them, for the
+    gain rows) can all read."""
     keys = tuple(key for key in models if key in chosen)
     if not keys:
         raise InvalidRequest("Choose at least one milestone to look inside.")
-    kept, dropped = analysis.readable([models[key] for key in keys], text)
+    kept, dropped = analysis.readable([models[key] for key in needed(models, keys, gains=True)], text)
     return analysis.Request(kept, dropped, keys, float(temperature), int(top_k))
 
 
 def below(models: Models, key) -> object | None:
-    """The loaded model that ``key``'s adds its idea to (for the ablation: the one it takes apart), or None."""
+    """The loaded model that ``key``'s model adds its idea to (for the ablation: the one it takes apart), or None."""
     lower = LADDER.below(models[key].milestone)
     return lower.key if lower is not None and lower.key in models else None
 
