@@ -103,6 +103,7 @@ CSS = """
 .ins-map p { font-size: 0.8rem; opacity: 0.85; margin: 0.3rem 0 0; }
 """
 
+
 def inside_models(context) -> dict:
     """The loaded milestones in ladder order, then the ablation if it was trained and loads."""
     models = dict(sorted(context.comparison.models.items()))
