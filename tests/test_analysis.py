@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from toystory_gpt.compare import Comparison, InvalidRequest
 
 from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
-from toystory_gpt import corpus, sampler
-from toystory_gpt import analysis
-from toystory_gpt.compare import Comparison, InvalidRequest
+from toystory_gpt import analysis, corpus, sampler
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import evaluate

@@ -8,10 +8,10 @@ import shutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from toystory_gpt.compare import InvalidRequest, validate
 
 from toystory_gpt import __main__ as cli
 from toystory_gpt import compare, hub
-from toystory_gpt.compare import InvalidRequest, validate
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=3)
 
