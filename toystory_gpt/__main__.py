@@ -4,6 +4,7 @@
     python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --length 300 --seed 0 [--weights DIR] [--json]
     python -m toystory_gpt generate --milestones 3,8 --step 300          # as they were at training step 300
     python -m toystory_gpt inspect surprise|next_chars|attention --text "Hello" [--milestones 2,8] [--json]
+    python -m toystory_gpt inspect lens --text "Hello" [--milestone 8|ablation] [--json]
     python -m toystory_gpt publish space|model OWNER/NAME [--dry-run] [--private]
 """
 
@@ -82,10 +83,15 @@ def cmd_generate(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    """Inside the models, as the app's Inside tab and its APIs show it: surprise, next characters or attention."""
+    """Inside the models, as the app's Inside tab and its APIs show it: surprise, next characters, attention or the
+    logit lens."""
     service = _service(args)
     try:
         chosen = args.milestones or sorted(service.models.saved)
+        if args.view == "lens":
+            return _print_lens(service.logit_lens(api.LensRequest.parse(text=args.text,
+                                                                        milestone=args.milestone or chosen[-1])),
+                               args.json)
         if args.view == "surprise":
             result = service.surprise(api.TextRequest.parse(text=args.text, milestones=chosen))
         elif args.view == "next_chars":
@@ -119,6 +125,20 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _print_lens(result: dict, as_json: bool) -> int:
+    if result["dropped"]:
+        print(f"note: left out characters the vocabulary lacks: {result['dropped']!r}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(result))
+        return 0
+    ranks = np.array([block["ranks"] for block in result["blocks"]])  # (L + 1, N)
+    print(report.markdown_table(["after", "bits/char", "‖Δ‖/‖x‖", "true next ranked first"], [
+        ["embeddings" if b["after"] == 0 else f"block {b['after']}", f"{b['bits_per_char']:.3f}",
+         "" if b["change"] is None else f"{b['change']:.3f}", f"{np.mean(row == 1):.0%}"]
+        for b, row in zip(result["blocks"], ranks, strict=True)]), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toystory_gpt", description="Toy Story GPT tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--json", action="store_true", help="print a JSON list of {milestone, name, text}")
     gen.set_defaults(run=cmd_generate)
     ins = sub.add_parser("inspect", help=cmd_inspect.__doc__)
-    ins.add_argument("view", choices=["surprise", "next_chars", "attention"])
+    ins.add_argument("view", choices=["surprise", "next_chars", "attention", "lens"])
     ins.add_argument("--text", required=True, help="the text to read (from the start of a line)")
     ins.add_argument("--milestones", type=milestone_list,
                      help="comma-separated milestone numbers (default: every one that loads; attention: the last)")
+    ins.add_argument("--milestone",
+                     help=f'lens: 6, 7, 8 or "{milestones.ABLATION}" (default: the last of --milestones)')
     ins.add_argument("--temperature", type=float, default=api.DEFAULT_TEMPERATURE, help="next_chars only")
     ins.add_argument("--top-k", type=int, default=0, help="next_chars only (0 = all)")
     ins.add_argument("--k", type=int, default=5, help="next_chars: how many characters to list")
@@ -160,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (corpus.CorpusError, api.InvalidRequest, hub.LocationError) as exc:
+    except (corpus.CorpusError, api.InvalidRequest, hub.LocationError, weights.WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,6 @@
-"""Inside the models: where each milestone is surprised, what it expects next, and where it looks.
+"""Inside the models: where each milestone is surprised, what it expects next, where it looks, and what each block adds.
 
-The app's Inside tab, its ``/surprise``, ``/next_chars`` and ``/attention`` APIs and
+The app's Inside tab, its ``/surprise``, ``/next_chars``, ``/attention`` and ``/logit_lens`` APIs and
 ``python -m toystory_gpt inspect`` all go through here, so they show the same numbers.
 
 Conventions, the same for every view:
@@ -20,12 +20,17 @@ Conventions, the same for every view:
 - **One slot's context** (``next_chars``, ``attention``) is exactly the window ``surprise`` scored that slot
   in, so the bars' probability of the true character is 2 to the minus its surprise; after the whole text,
   the last ``block_size`` characters.
+- **The logit lens** (``lens``) reads the residual stream after each block (after block 0: the embeddings
+  alone) through the model's own final norm and head, at every slot in the same window as ``surprise``; after
+  the last block that is the model's own prediction.
+- **Gains** (``gain``): per character, the bits a model saves against the one it adds an idea to
+  (``milestones.Ladder.below``): the difference of their two surprise rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,11 +43,12 @@ from .sampler import START, distribution
 from .weights import SavedModel
 
 GUESSES = 3             # top guesses kept per character, for the tooltips
+LENS_BLOCKS = 2         # with fewer blocks, nothing lies between the embeddings and the output for the lens to read
 
 
 class Unanswerable(ValueError):
-    """A reading these models cannot give (the text has none of their characters, a slot past its end...);
-    the message is meant for the person who asked."""
+    """A reading these models cannot give (the text has none of their characters, a slot past its end, a lens
+    without blocks...); the message is meant for the person who asked."""
 
 
 def _within(value: int, name: str, low: int, high: int) -> int:
@@ -56,7 +62,7 @@ class Request:
     """A validated text and the milestones to read it, in ladder order."""
     text: str                    # what the models read, unknown characters dropped
     dropped: str                 # the distinct characters dropped, in order of first appearance
-    milestones: tuple[int, ...]
+    milestones: tuple[int | str, ...]  # Milestone.key: the Inside tab may add the ablation
     temperature: float = 0.0     # the sampling knobs, for next_chars
     top_k: int = 0
 
@@ -64,7 +70,7 @@ class Request:
 @dataclass
 class Surprise:
     """One milestone's surprise at every character of a text, and its top guesses there."""
-    milestone: int
+    milestone: int | str         # Milestone.key
     bits: np.ndarray             # (N,) float64: −log2 p(text[i] | before)
     guesses: np.ndarray          # (N, GUESSES) token ids, likeliest first
     guess_probabilities: np.ndarray  # (N, GUESSES)
@@ -78,27 +84,61 @@ class Surprise:
 
 
 @dataclass
+class Gain:
+    """Per character, the bits one model saved against the model below it (negative: bits it lost)."""
+    milestone: int | str         # Milestone.key of the model with the idea
+    against: int | str           # ... and of the one without it
+    bits: np.ndarray             # (N,) float64: the lower model's surprise minus the upper one's
+
+    @property
+    def per_char(self) -> float:
+        """The difference of the two rows' bits per character."""
+        return float(self.bits.mean())
+
+
+@dataclass
+class Lens:
+    """A deep model's residual stream after each block, read through its own final norm and head, at every slot."""
+    milestone: int | str         # Milestone.key
+    logits: np.ndarray           # (L + 1, N, V) float32: row 0 after the embeddings, row L the model's own logits
+    bits: np.ndarray             # (L + 1, N) float64: −log2 p(text[i]) read after each block
+    ranks: np.ndarray            # (L + 1, N): 1 + how many characters were likelier than the true one
+    change: np.ndarray           # (L,) float64: block i + 1's ‖output − input‖ / ‖input‖, averaged over the slots
+
+    def first_ranked_first(self) -> np.ndarray:
+        """(N,) per slot the first block after which the true character ranks first, L + 1 where it never does."""
+        first = self.ranks == 1
+        return np.where(first.any(0), first.argmax(0), len(self.ranks))
+
+
+@dataclass
 class Look:
-    """One milestone at one slot: the context it read, its next-character logits, and its attention there."""
-    milestone: int
+    """One milestone at one slot: the context it read, its next-character logits, and its insides there."""
+    milestone: int | str         # Milestone.key
     start: int                   # the context is ("\n" + text)[start : slot + 1]
     logits: np.ndarray           # (V,) float32
     attention: np.ndarray | None  # (layers, heads, T, T), T the context's length; None without attention or unasked
+    lens: np.ndarray | None = None  # (L + 1, V): the stream after each block read as logits; None unless deep, asked
 
 
-def reading(models: dict[int, SavedModel], text: str, milestones: Sequence[int], temperature: float = 0.0,
-            top_k: int = 0) -> Request:
-    """What ``milestones`` (loaded, in ``models``) read of ``text``: the characters every one of them knows."""
-    unknown = set().union(*(models[n].tokenizer.encode(text).dropped for n in milestones))
+def reading(models: Mapping, text: str, keys: Sequence, temperature: float = 0.0, top_k: int = 0) -> Request:
+    """What the models ``keys`` (loaded, in ``models``) read of ``text``: the characters every one knows."""
+    kept, dropped = readable([models[key] for key in keys], text)
+    return Request(kept, dropped, tuple(keys), temperature, top_k)
+
+
+def readable(models: Sequence[SavedModel], text: str) -> tuple[str, str]:
+    """``text`` without the characters some model's vocabulary lacks, and those characters in order of first
+    appearance; Unanswerable if nothing is left."""
+    unknown = set().union(*(saved.tokenizer.encode(text).dropped for saved in models))
     kept = "".join(c for c in text if c not in unknown)
     if not kept:
         raise Unanswerable("Type some text to look inside the models with." if not text else
                            "None of the text's characters are in the models' vocabulary.")
-    return Request(kept, "".join(dict.fromkeys(c for c in text if c in unknown)), tuple(milestones), temperature,
-                   top_k)
+    return kept, "".join(dict.fromkeys(c for c in text if c in unknown))
 
 
-def slot_of(req: Request, value: int | None) -> int:
+def slot_of(req: Request, value) -> int:
     """A slot from 0 to len(text); None means after the whole text."""
     return len(req.text) if value is None else _within(value, "position", 0, len(req.text))
 
@@ -118,33 +158,92 @@ def _ids(saved: SavedModel, text: str) -> torch.Tensor:
     return torch.tensor(saved.tokenizer.encode(START + text).ids)
 
 
-@torch.inference_mode()
-def _surprise(saved: SavedModel, text: str, stride: int) -> Surprise:
+def _windows(saved: SavedModel, text: str, stride: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor],
+                                                                  torch.Tensor]:
+    """What a text is scored in: the windows (W, T), where each slot is read in them (its window and its position
+    there, (N,) each) and each slot's true next token (N,)."""
     ids = _ids(saved, text)
     inputs, targets = ids[:-1], ids[1:]  # (N,) each: slot i reads inputs[..i] and predicts targets[i]
     n, config = len(targets), saved.model.config
     slots = torch.arange(n)
     if not config.has_attention or n <= config.block_size:  # one window holds it all
-        logits = saved.model(inputs[None])[0][0]  # (N, V)
-    else:
-        starts = _window_starts(slots, config.block_size, stride)
-        firsts = torch.arange(0, int(starts[-1]) + 1, stride)  # (W,) every window's start
-        padded = F.pad(inputs, (0, config.block_size))  # the last window may run past the end: causal, so harmless
-        windows = padded[firsts[:, None] + torch.arange(config.block_size)]  # (W, block)
-        logits = saved.model(windows)[0][starts // stride, slots - starts]  # (N, V): each slot from its window
+        return inputs[None], (torch.zeros_like(slots), slots), targets
+    starts = _window_starts(slots, config.block_size, stride)
+    firsts = torch.arange(0, int(starts[-1]) + 1, stride)  # (W,) every window's start
+    padded = F.pad(inputs, (0, config.block_size))  # the last window may run past the end: causal, so harmless
+    windows = padded[firsts[:, None] + torch.arange(config.block_size)]  # (W, block)
+    return windows, (starts // stride, slots - starts), targets
+
+
+def _bits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities (..., N, V) and the bits of surprise at each true token (..., N), in float64."""
     log_p = F.log_softmax(logits.float(), dim=-1)
-    bits = -log_p[slots, targets].double() / math.log(2)
-    top = log_p.topk(min(GUESSES, config.vocab_size), dim=-1)
-    return Surprise(saved.milestone.number, bits.numpy(), top.indices.numpy(), top.values.exp().double().numpy())
-
-
-def score(models: dict[int, SavedModel], req: Request, stride=None) -> list[Surprise]:
-    """Every chosen milestone's surprise at each character (one batched forward pass per milestone)."""
-    return [_surprise(models[n], req.text, _stride(models[n], stride)) for n in req.milestones]
+    return log_p, -log_p.gather(-1, targets.expand(log_p.shape[:-1])[..., None])[..., 0].double() / math.log(2)
 
 
 @torch.inference_mode()
-def _look(saved: SavedModel, text: str, slot: int, with_attention: bool) -> Look:
+def surprise_of(saved: SavedModel, text: str, stride=None) -> Surprise:
+    """One model's surprise at each character of ``text`` (one batched forward pass)."""
+    windows, at, targets = _windows(saved, text, _stride(saved, stride))
+    log_p, bits = _bits(saved.model(windows)[0][at], targets)  # (N, V): each slot from its window
+    top = log_p.topk(min(GUESSES, saved.model.config.vocab_size), dim=-1)
+    return Surprise(saved.milestone.key, bits.numpy(), top.indices.numpy(), top.values.exp().double().numpy())
+
+
+def score(models: Mapping, req: Request, stride=None) -> list[Surprise]:
+    """Every chosen milestone's surprise at each character (one batched forward pass per milestone)."""
+    return [surprise_of(models[n], req.text, stride) for n in req.milestones]
+
+
+def gain(upper: Surprise, lower: Surprise) -> Gain:
+    """What ``upper`` saved against ``lower`` at each character of the same text."""
+    return Gain(upper.milestone, lower.milestone, lower.bits - upper.bits)
+
+
+def _stream_names(saved: SavedModel) -> list[str]:
+    # ``drop`` is the last step of GPT.embed: its output is the stream that enters block 0.
+    return ["drop", *(f"blocks.{i}" for i in range(saved.model.config.n_layer))]
+
+
+def deep(saved: SavedModel) -> bool:
+    """Whether the lens has blocks to read between (milestones 6-8 and the ablation)."""
+    return saved.model.config.n_layer >= LENS_BLOCKS
+
+
+def no_lens(saved: SavedModel) -> str:
+    """Why a model has no logit lens, in a sentence."""
+    blocks = saved.model.config.n_layer
+    ladder = ladders.LADDER
+    deep_ones = ", ".join(str(m.number) for m in ladder if m.config.get("n_layer", 0) >= LENS_BLOCKS)
+    also = " and the ablation" if ladder.ablation.config.get("n_layer", 0) >= LENS_BLOCKS else ""
+    return (f"Milestone {saved.milestone.label} has {f'only {blocks} block' if blocks else 'no blocks'}: the logit "
+            f"lens reads the stream between blocks, so it needs at least {LENS_BLOCKS} (milestones {deep_ones}{also}).")
+
+
+@torch.inference_mode()
+def lens(saved: SavedModel, text: str, stride=None) -> Lens:
+    """The logit lens of a deep model over ``text``: every slot read after every block, in ``surprise``'s windows
+    (one batched forward pass, the block outputs recorded by forward hooks)."""
+    if not deep(saved):
+        raise Unanswerable(no_lens(saved))
+    windows, at, targets = _windows(saved, text, _stride(saved, stride))
+    names = _stream_names(saved)
+    with Recorder(saved.model, *names) as seen:
+        saved.model(windows)
+    streams = torch.stack([seen[name][at] for name in names])  # (L + 1, N, C): each slot from its window
+    logits = saved.model.head(streams)  # (L + 1, N, V)
+    _, bits = _bits(logits, targets)
+    truth = logits.gather(-1, targets.expand(logits.shape[:-1])[..., None])  # (L + 1, N, 1)
+    ranks = 1 + (logits > truth).sum(-1)
+    before, after = streams[:-1].double(), streams[1:].double()
+    change = ((after - before).norm(dim=-1) / before.norm(dim=-1)).mean(-1)
+    return Lens(saved.milestone.key, logits.numpy(), bits.numpy(), ranks.numpy(), change.numpy())
+
+
+@torch.inference_mode()
+def look_at(saved: SavedModel, text: str, slot: int, insides: bool = True) -> Look:
+    """One model at one slot, in one forward pass of the context that scored it; ``insides``: with its attention
+    and, for a deep model, its lens there."""
     ids = _ids(saved, text)[: slot + 1]  # the slot reads up to and including ("\n" + text)[slot]
     config = saved.model.config
     start, block = 0, config.block_size
@@ -152,17 +251,19 @@ def _look(saved: SavedModel, text: str, slot: int, with_attention: bool) -> Look
         start = (max(0, slot + 1 - block) if slot == len(text) else
                  int(_window_starts(torch.tensor(slot), block, _stride(saved, None))))
     window = ids[start:][None]  # (1, T)
-    if not (with_attention and config.has_attention):
-        return Look(saved.milestone.number, start, saved.model(window)[0][0, -1].numpy(), None)
-    with Recorder(saved.model, "blocks.*.attn.weights") as seen:
+    if not (insides and config.has_attention):
+        return Look(saved.milestone.key, start, saved.model(window)[0][0, -1].numpy(), None)
+    streams = _stream_names(saved) if deep(saved) else []
+    with Recorder(saved.model, "blocks.*.attn.weights", *streams) as seen:
         logits = saved.model(window)[0][0, -1].numpy()
     attention = torch.stack([seen[f"blocks.{i}.attn.weights"][0] for i in range(config.n_layer)])  # (L, nh, T, T)
-    return Look(saved.milestone.number, start, logits, attention.numpy())
+    read = saved.model.head(torch.stack([seen[name][0, -1] for name in streams])).numpy() if streams else None
+    return Look(saved.milestone.key, start, logits, attention.numpy(), read)
 
 
-def look(models: dict[int, SavedModel], req: Request, slot: int, with_attention: bool = True) -> list[Look]:
+def look(models: Mapping, req: Request, slot: int, insides: bool = True) -> list[Look]:
     """Every chosen milestone at one slot: one forward pass of that slot's context each."""
-    return [_look(models[n], req.text, slot, with_attention) for n in req.milestones]
+    return [look_at(models[n], req.text, slot, insides) for n in req.milestones]
 
 
 def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperature: float, top_k: int, k: int) -> dict:
@@ -183,37 +284,52 @@ def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperatu
     return result
 
 
-def next_chars(models: dict[int, SavedModel], req: Request, k: int, position: int | None = None) -> dict:
+def next_chars(models: Mapping, req: Request, k: int, position: int | None = None) -> dict:
     """/next_chars: per milestone the top-k next characters at a slot (default: after the whole text)."""
     slot = slot_of(req, position)
-    k = _within(k, "k", 1, min(models[n].model.config.vocab_size for n in req.milestones))
+    k = _within(k, "k", 1, min(models[key].model.config.vocab_size for key in req.milestones))
     truth = req.text[slot] if slot < len(req.text) else None
     entries = [next_chars_entry(models[seen.milestone], seen, truth, req.temperature, req.top_k, k)
-               for seen in look(models, req, slot, with_attention=False)]
+               for seen in look(models, req, slot, insides=False)]
     return {"text": req.text, "dropped": req.dropped, "position": slot, "temperature": req.temperature,
             "top_k": req.top_k, "milestones": entries}
 
 
+def sees_instead(number: int) -> str:
+    """What a milestone without attention sees instead of a context, as a clause."""
+    if ladders.LADDER[number].config["sees_input"]:
+        return "it sees only the current character"
+    return "it sees nothing, and makes the same guess everywhere"
+
+
 def no_attention(number: int) -> str:
     """What a milestone without attention sees instead, in a sentence."""
-    milestone = ladders.LADDER[number]
-    if milestone.config["sees_input"]:
-        return f"Milestone {milestone.label} has no attention: it sees only the current character."
-    return f"Milestone {milestone.label} has no attention: it sees nothing, and makes the same guess everywhere."
+    return f"Milestone {ladders.LADDER[number].label} has no attention: {sees_instead(number)}."
 
 
-def attention(models: dict[int, SavedModel], req: Request, position: int | None = None) -> dict:
+def attention(models: Mapping, req: Request, position: int | None = None) -> dict:
     """/attention: every layer's and head's weights over the context of a slot (default: after the whole text)."""
-    (number,) = req.milestones
-    if not models[number].model.config.has_attention:
-        raise Unanswerable(no_attention(number))
+    (key,) = req.milestones
+    if not models[key].model.config.has_attention:
+        raise Unanswerable(no_attention(key))
     slot = slot_of(req, position)
     (seen,) = look(models, req, slot)
-    return {"text": req.text, "dropped": req.dropped, "milestone": number, "position": slot, "start": seen.start,
+    return {"text": req.text, "dropped": req.dropped, "milestone": key, "position": slot, "start": seen.start,
             "characters": list((START + req.text)[seen.start : slot + 1]), "weights": seen.attention.tolist()}
 
 
-def surprise(models: dict[int, SavedModel], req: Request, stride=None) -> dict:
+def surprise(models: Mapping, req: Request, stride=None) -> dict:
     """/surprise: every chosen milestone's bits at each character of ``text``, and their mean."""
     return {"text": req.text, "dropped": req.dropped,
             "milestones": [row.as_dict() for row in score(models, req, stride)]}
+
+
+def logit_lens(models: Mapping, req: Request) -> dict:
+    """/logit_lens: a deep model's bits at each character of the text read after each of its blocks (0: the
+    embeddings), each block's mean relative change of the stream, and the true character's rank."""
+    (key,) = req.milestones
+    read = lens(models[key], req.text)
+    return {"text": req.text, "dropped": req.dropped, "milestone": key, "characters": list(req.text),
+            "blocks": [{"after": i, "bits": bits.tolist(), "bits_per_char": float(bits.mean()),
+                        "ranks": read.ranks[i].tolist(), "change": float(read.change[i - 1]) if i else None}
+                       for i, bits in enumerate(read.bits)]}

@@ -14,13 +14,14 @@ import contextlib
 import math
 import reprlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from . import analysis
 from . import milestones as ladders  # read at call time: tests may extend the ladder
+from .milestones import ABLATION
 from .serving import FINAL, Engine, Generation, GenerationError, Models
 from .weights import WeightsError
 
@@ -192,6 +193,25 @@ class AttentionRequest(_Reading):
         return (self.milestone,)
 
 
+class LensRequest(_Reading):
+    """``/logit_lens``: a deep model's stream read after each block: milestone 6, 7, 8 or the ablation."""
+    milestone: Whole | Literal["ablation"]
+
+    @field_validator("milestone", mode="before")
+    @classmethod
+    def _named(cls, value):
+        return value if value == ABLATION else _whole_number(value)
+
+    @field_validator("milestone", mode="after")
+    @classmethod
+    def _in_ladder(cls, value):
+        return value if value == ABLATION else _ladder_check([value])[0]
+
+    @property
+    def milestones(self) -> tuple[int | str, ...]:
+        return (self.milestone,)
+
+
 NAMES = {"step": f'step (or "{FINAL}")'}  # how a message names an input, where not by its own name
 
 
@@ -213,6 +233,8 @@ def _explain(model: type[BaseModel], error: dict) -> str:
         return f"{field} is missing"
     if field in ("milestones", "milestone"):
         top = len(ladders.LADDER)
+        if model is LensRequest:
+            return f'milestone must be a milestone number 1-{top} or "{ABLATION}", got {shown(value)}'
         if kind == "milestone_list":
             return f"milestones must be a list of milestone numbers 1-{top}, got {shown(value)}"
         if kind == "no_milestone":
@@ -253,11 +275,13 @@ class Service:
         self.engine.close()
 
     # ---- checks beyond one input's own: what this server has loaded
-    def _loaded(self, numbers: Sequence[int]) -> None:
-        for number in numbers:
-            if number not in self.models.saved:
-                raise InvalidRequest(f"Milestone {ladders.LADDER[number].label} is unavailable: "
-                                     f"{self.models.unavailable_reason(number)}.")
+    def _loaded(self, keys: Sequence[int | str]) -> None:
+        for key in keys:
+            if key == ABLATION and key not in self.models.readable:
+                raise InvalidRequest(f"Milestone {ladders.LADDER.ablation.label} is unavailable here.")
+            if key != ABLATION and key not in self.models.saved:
+                raise InvalidRequest(f"Milestone {ladders.LADDER[key].label} is unavailable: "
+                                     f"{self.models.unavailable_reason(key)}.")
 
     def check(self, request: GenerateRequest) -> GenerateRequest:
         """``request`` if every chosen milestone is loaded (and kept weights at its ``step``); else InvalidRequest."""
@@ -325,25 +349,29 @@ class Service:
     def read(self, request: TextRequest) -> analysis.Request:
         """What the chosen (loaded) milestones read of the request's text."""
         self._loaded(request.milestones)
-        with _answerable():
-            return analysis.reading(self.models.saved, request.text, request.milestones,
+        with answerable():
+            return analysis.reading(self.models.readable, request.text, request.milestones,
                                     getattr(request, "temperature", 0.0), getattr(request, "top_k", 0))
 
     def surprise(self, request: TextRequest) -> dict:
-        with _answerable():
+        with answerable():
             return analysis.surprise(self.models.saved, self.read(request))
 
     def next_chars(self, request: NextCharsRequest) -> dict:
-        with _answerable():
+        with answerable():
             return analysis.next_chars(self.models.saved, self.read(request), request.k, request.position)
 
     def attention(self, request: AttentionRequest) -> dict:
-        with _answerable():
+        with answerable():
             return analysis.attention(self.models.saved, self.read(request), request.position)
+
+    def logit_lens(self, request: LensRequest) -> dict:
+        with answerable():
+            return analysis.logit_lens(self.models.readable, self.read(request))
 
 
 @contextlib.contextmanager
-def _answerable():
+def answerable():
     """What the analysis cannot answer reaches the caller as an InvalidRequest, like any other bad input."""
     try:
         yield
@@ -351,5 +379,5 @@ def _answerable():
         raise InvalidRequest(str(exc)) from None
 
 
-__all__ = ["AttentionRequest", "GenerateRequest", "GenerationError", "InvalidRequest", "NextCharsRequest",
-           "Service", "TextRequest"]
+__all__ = ["AttentionRequest", "GenerateRequest", "GenerationError", "InvalidRequest", "LensRequest",
+           "NextCharsRequest", "Service", "TextRequest"]

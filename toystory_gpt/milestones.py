@@ -20,6 +20,7 @@ DEPTH = 4
 # Milestones 1-2 have no context to learn, only a table; at the attention milestones' rate they would
 # still be far from converged when the others are done.
 TABLE_TRAINING = dict(learning_rate=1e-2)
+ABLATION = "ablation"  # the ablation's name where milestones go by number (the Inside tab, its lens API)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class Milestone:
     @property
     def is_ablation(self) -> bool:
         return self.ablation_of is not None
+
+    @property
+    def key(self) -> int | str:
+        """How the Inside tab and its lens API name it: its number, or ABLATION."""
+        return ABLATION if self.is_ablation else self.number
 
     @property
     def label(self) -> str:
@@ -88,6 +94,15 @@ class Ladder:
     def __getitem__(self, number: int) -> Milestone:
         """The milestone numbered ``number`` (from 1)."""
         return self._by_number[number]
+
+    def by_key(self, key: int | str) -> Milestone:
+        """The milestone or the ablation a ``Milestone.key`` names."""
+        return self.ablation if key == ABLATION else self[key]
+
+    def below(self, milestone: Milestone) -> Milestone | None:
+        """The model it adds one idea to: the milestone under it, or for the ablation the one it takes apart."""
+        number = milestone.ablation_of if milestone.is_ablation else milestone.number - 1
+        return self._by_number.get(number)
 
     @property
     def numbers(self) -> list[int]:

@@ -165,6 +165,12 @@ def load_snapshot(saved: SavedModel, step: int) -> SavedModel:
     return SavedModel(saved.milestone, model, saved.tokenizer, saved.record, saved.folder)
 
 
+def load_ablation(weights_dir: Path) -> SavedModel | None:
+    """The ablation trained into ``weights_dir``, None if it was not; a WeightsError if its folder is broken."""
+    folder = folders.current(Path(weights_dir) / milestones.LADDER.ablation.folder)
+    return load(folder, milestones.LADDER.ablation) if folder.exists() else None
+
+
 def load_all(weights_dir: Path) -> tuple[list[SavedModel], dict[int, WeightsError]]:
     """Every milestone found under ``weights_dir``, in ladder order, and the reason each broken one failed."""
     loaded, broken = [], {}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from .. import milestones as ladders  # read at call time: tests may extend the ladder
 from .. import onnx_decode
 from ..decoding import Decoding, torch_decoding
-from ..weights import SavedModel, WeightsError, load_all, load_snapshot
+from ..weights import SavedModel, WeightsError, load_ablation, load_all, load_snapshot
+
+log = logging.getLogger(__name__)
 
 FINAL = "final"  # the weights training kept as best; any other step names a snapshot
 
@@ -17,16 +20,25 @@ class Models:
     """The milestones that loaded, and why the others did not; each model's snapshots and decoding, made on
     first use and kept (a loaded model's weights never change)."""
 
-    def __init__(self, loaded: list[SavedModel], broken: dict[int, WeightsError]):
+    def __init__(self, loaded: list[SavedModel], broken: dict[int, WeightsError], ablation: SavedModel | None = None):
         self.saved = {saved.milestone.number: saved for saved in loaded}
         self.broken = broken
+        # What the Inside views read: every milestone by number, and the ablation (which Compare never shows).
+        self.readable: dict[int | str, SavedModel] = {**self.saved,
+                                                      **({ablation.milestone.key: ablation} if ablation else {})}
         self._lock = threading.Lock()  # two first requests at once must not load or export twice
         self._snapshots: dict[tuple[int, int], SavedModel] = {}
         self._decodings: dict[tuple[int, int | None], Decoding] = {}
 
     @classmethod
     def from_folder(cls, weights_dir: Path) -> Models:
-        return cls(*load_all(weights_dir))
+        """Every milestone in ``weights_dir``, and the ablation if it loads (a broken one is left out, logged)."""
+        try:
+            ablation = load_ablation(weights_dir)
+        except WeightsError as exc:
+            log.warning("the ablation is left out: %s", exc)
+            ablation = None
+        return cls(*load_all(weights_dir), ablation)
 
     def unavailable_reason(self, number: int) -> str:
         if number in self.broken:

@@ -1,10 +1,11 @@
-"""The About tab: what each step of the ladder did and scored, how to run it, and where the data comes from."""
+"""The About tab: what each step of the ladder did and scored, the code of each idea, how to run it, and where the
+data comes from."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from .. import report
+from .. import excerpts, report
 
 TITLE = "About"
 
@@ -32,5 +33,27 @@ local file you give it. What the models write imitates that text; it is shown fo
 """
 
 
+CODE_INTRO = """
+## The code of each idea
+
+One `GPTConfig` switch per step turns its idea on in [`toystory_gpt/model.py`](toystory_gpt/model.py); these are
+the lines each switch reaches, read from that file when the app started.
+"""
+
+
+def code_label(excerpt: excerpts.Excerpt) -> str:
+    milestone = excerpt.milestone
+    value = milestone.config.get(excerpt.switch)
+    setting = f"{excerpt.switch}={value!r}" if value is not None else excerpt.switch
+    return f"{milestone.label} · {setting}"
+
+
 def build(context) -> None:
-    gr.Markdown("## The ladder, and what each step did\n\n" + report.ladder_commentary(context.rows) + "\n" + HOW_TO)
+    gr.Markdown("## The ladder, and what each step did\n\n" + report.ladder_commentary(context.rows))
+    gr.Markdown(CODE_INTRO)
+    with gr.Row(elem_id="idea-code"):
+        for excerpt in excerpts.read():
+            # no line numbers of its own: the comments give model.py's
+            gr.Code(excerpt.code, language="python", label=code_label(excerpt), interactive=False, min_width=420,
+                    show_line_numbers=False, buttons=["copy"], elem_classes="idea-code")
+    gr.Markdown(HOW_TO)

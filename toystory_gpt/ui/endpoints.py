@@ -1,7 +1,7 @@
-"""The app's four API endpoints, defined once: ``/generate`` (bound to the Compare tab's Generate button) and the
-Inside views ``/surprise``, ``/next_chars`` and ``/attention``. Each builds its ``api`` request model from the raw
-inputs and asks the one ``api.Service``; a bad request becomes the message Gradio shows (or sends to an API
-client) in place of a traceback."""
+"""The app's API endpoints, defined once: ``/generate`` (bound to the Compare tab's Generate button) and the
+Inside views ``/surprise``, ``/next_chars``, ``/attention`` and ``/logit_lens``. Each builds its ``api``
+request model from the raw inputs and asks the one ``api.Service``; a bad request becomes the message Gradio
+shows (or sends to an API client) in place of a traceback."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def generate(service: api.Service):
 
 
 def register_views(service: api.Service) -> None:
-    """The three Inside views as plain-JSON endpoints, /surprise, /next_chars and /attention."""
+    """The Inside views as plain-JSON endpoints, /surprise, /next_chars, /attention and /logit_lens."""
 
     def surprise(text: str, milestones: list[int]) -> dict:
         """Bits of surprise at each character of text (read from the start of a line), per milestone."""
@@ -74,5 +74,10 @@ def register_views(service: api.Service) -> None:
         with answered():
             return service.attention(api.AttentionRequest.parse(text=text, milestone=milestone, position=position))
 
-    for fn in (surprise, next_chars, attention):
+    def logit_lens(text: str, milestone: int | str) -> dict:
+        """A deep model's bits at each character read after each block (0: the embeddings); 6-8 or "ablation"."""
+        with answered():
+            return service.logit_lens(api.LensRequest.parse(text=text, milestone=milestone))
+
+    for fn in (surprise, next_chars, attention, logit_lens):
         gr.api(fn, api_name=fn.__name__)
