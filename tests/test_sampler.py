@@ -11,7 +11,6 @@ from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoder, OnnxDecoding
 from toystory_gpt.sampler import generate, pick
 from toystory_gpt.tokenizer import CharTokenizer
-from toystory_gpt.trainer import TrainConfig
 
 TOK = CharTokenizer(TEST_VOCAB)
 
@@ -90,10 +89,11 @@ def test_committed_samples_are_what_generate_gives_for_their_seed():
     committed = Path(__file__).resolve().parent.parent / "weights"
     for milestone in LADDER.models:
         saved = weights.load(committed / milestone.folder, milestone)
-        text = "".join(generate(saved.model, saved.tokenizer, train.SAMPLE_PROMPT, train.SAMPLE_LENGTH,
-                                train.SAMPLE_TEMPERATURE, seed=TrainConfig().seed, exported=saved.exported))
+        prompt = saved.record.corpus.presentation.sample_prompt
+        text = "".join(generate(saved.model, saved.tokenizer, prompt, train.SAMPLE_LENGTH,
+                                train.SAMPLE_TEMPERATURE, seed=saved.record.seed, exported=saved.exported))
         sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
-        assert sample.endswith(train.SAMPLE_PROMPT + text + "\n"), milestone.folder
+        assert sample.endswith(prompt + text + "\n"), milestone.folder
 
 
 def test_decoder_works_outside_no_grad():
