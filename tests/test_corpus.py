@@ -58,13 +58,14 @@ def test_parsing_is_deterministic_and_ending_agnostic(corpus_path, text):
     assert corpus.clean_screenplay(raw.replace("\r", "\r\n")) == text
 
 
-def test_stats(elements):
-    s = corpus.stats(elements)
-    assert s.characters == len(corpus.render(elements))
-    assert s.top_speakers[0][0] == "WOODY"
-    assert s.top_speakers[1][0] == "BUZZ"
-    assert s.speeches == sum(1 for e in elements if e.speaker)
-    assert "WOODY" in s.to_text()
+def test_screenplay_record(corpus_path, elements):
+    record = corpus.load_screenplay(corpus_path).record
+    assert record.characters == len(corpus.render(elements)) and record.lines == len(elements)
+    assert [name for name, _ in record.top_speakers[:2]] == ["WOODY", "BUZZ"]
+    assert record.speeches == sum(1 for e in elements if e.speaker)
+    assert record.top_characters[0] == (" ", corpus.render(elements).count(" "))
+    assert record.sha256 == corpus.CORPUS_SHA256 and record.bytes == corpus_path.stat().st_size
+    assert "top speakers by lines: WOODY" in record.to_text()
 
 
 def test_split_is_90_10_by_position():

@@ -64,7 +64,7 @@ def test_every_evaluation_recorded_a_sample_ending_on_the_final_one(quick_weight
         # At the best step the model had its final weights: its recorded sample starts the final sample.
         best = next(p for p in record.history if p.step == record.best_step)
         final = (quick_weights / m.folder / f"{m.folder}.txt").read_text(encoding="utf-8")
-        assert train.SAMPLE_PROMPT + best.sample in final, m.folder
+        assert record.corpus.presentation.sample_prompt + best.sample in final, m.folder
     assert len({p.sample for p in weights.read_record(quick_weights / "milestone8").history}) > 1  # it learned
 
 

@@ -13,7 +13,6 @@ from toystory_gpt.onnx_decode import OnnxDecoding
 from toystory_gpt.sampler import distribution, pick
 from toystory_gpt.serving import generate
 from toystory_gpt.tokenizer import CharTokenizer
-from toystory_gpt.trainer import TrainConfig
 
 TOK = CharTokenizer(TEST_VOCAB)
 
@@ -89,7 +88,8 @@ def test_committed_samples_are_what_generate_gives_for_their_seed():
     committed = Path(__file__).resolve().parent.parent / "weights"
     for milestone in LADDER.models:
         saved = weights.load(committed / milestone.folder, milestone)
-        text = generate(saved.model, saved.tokenizer, train.SAMPLE_PROMPT, train.SAMPLE_LENGTH,
-                        train.SAMPLE_TEMPERATURE, seed=TrainConfig().seed, decoding=torch_decoding(saved.model))
+        prompt = saved.record.corpus.presentation.sample_prompt
+        text = generate(saved.model, saved.tokenizer, prompt, train.SAMPLE_LENGTH, train.SAMPLE_TEMPERATURE,
+                        seed=saved.record.seed, decoding=torch_decoding(saved.model))
         sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
-        assert sample.endswith(train.SAMPLE_PROMPT + text + "\n"), milestone.folder
+        assert sample.endswith(prompt + text + "\n"), milestone.folder

@@ -5,7 +5,7 @@ import pytest
 
 import train
 from toystory_gpt import __main__ as cli
-from toystory_gpt import report, weights
+from toystory_gpt import corpus, report, weights
 from toystory_gpt.milestones import LADDER
 
 
@@ -22,7 +22,8 @@ def test_quick_run_builds_every_milestone(quick_weights):
     assert (quick_weights / "ablation-deep-no-residual" / "model.safetensors").is_file()
     summary = report.read_summary(quick_weights)
     assert [r["milestone"] for r in summary.rows] == [1, 2, 3, 4, 5, 6, 7, 8, None]
-    assert summary.corpus["vocabulary"] == 77 and summary.command.startswith("python train.py --quick")
+    assert summary.corpus.vocabulary == 77 and summary.command.startswith("python train.py --quick")
+    assert summary.corpus.name == "toy-story-1995-screenplay" and summary.corpus.sha256 == corpus.CORPUS_SHA256
     card = (quick_weights / "README.md").read_text()
     assert re.search(r"\| 8 · \+ dropout +\| +31,232 \|", card) and "val bits/char" in card
 

@@ -1,6 +1,6 @@
 """Command line.
 
-    python -m toystory_gpt evaluate --corpus PATH [--weights DIR] [--json]
+    python -m toystory_gpt evaluate [--corpus PATH | --text PATH|NAME] [--weights DIR] [--json]
     python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --length 300 --seed 0 [--weights DIR] [--json]
     python -m toystory_gpt generate --milestones 3,8 --step 300          # as they were at training step 300
     python -m toystory_gpt inspect surprise|next_chars|attention --text "Hello" [--milestones 2,8] [--json]
@@ -32,9 +32,9 @@ def cmd_evaluate(args) -> int:
     if not loaded:
         print(f"error: no loadable milestone folders in {folder}/", file=sys.stderr)
         return 1
-    text = corpus.render(corpus.load_elements(args.corpus))
-    tokenizer = CharTokenizer.from_text(text)
-    _, val = corpus.split(torch.tensor(tokenizer.encode(text).ids))
+    text = corpus.load(args.text, args.corpus)
+    tokenizer = CharTokenizer.from_text(text.text)
+    _, val = text.split_ids(tokenizer)
     rows = []
     for saved in loaded:
         if saved.tokenizer.vocab != tokenizer.vocab:
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
     ev.add_argument("--corpus",
                     help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
+    ev.add_argument("--text", metavar="PATH|NAME",
+                    help=f"the plain text they were trained on instead: a path or {', '.join(corpus.NAMED_TEXTS)}")
     ev.add_argument("--weights", help=f"folder or Hub repo id (default: ${hub.WEIGHTS_ENV}, else weights/)")
     ev.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     ev.set_defaults(run=cmd_evaluate)

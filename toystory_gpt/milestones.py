@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from .model import GPTConfig
 
-# Shared by milestones 3-8 (and the ablation), so differences in the ladder come from the ideas alone.
-WIDTH = dict(block_size=128, n_embd=128)
+# Shared by milestones 3-8 (and the ablation), so differences in the ladder come from the ideas alone. The context
+# length is training's (TrainConfig.block_size): one number for the windows trained on and the position table.
+WIDTH = dict(n_embd=128)
 DEPTH = 4
 # Milestones 1-2 have no context to learn, only a table; at the attention milestones' rate they would
 # still be far from converged when the others are done.
@@ -59,8 +60,9 @@ class Milestone:
     def label(self) -> str:
         return f"ablation · {self.name}" if self.is_ablation else f"{self.number} · {self.name}"
 
-    def model_config(self, vocab: str) -> GPTConfig:
-        return GPTConfig(vocab=vocab, **self.config)
+    def model_config(self, vocab: str, block_size: int | None = None) -> GPTConfig:
+        """Its config for ``vocab``, with a context of ``block_size`` characters (else GPTConfig's default)."""
+        return GPTConfig(vocab=vocab, **self.config, **({} if block_size is None else {"block_size": block_size}))
 
 
 class Ladder:

@@ -40,6 +40,21 @@ class TrainConfig:
 
 
 @dataclass
+class TrainState:
+    """Where a training run stands after some steps: what a checkpoint saves besides the tensors."""
+    step: int
+    best_val: float
+    best_step: int
+    since_best: int                # evaluations since the last new best (early stopping counts them)
+    elapsed: float                 # seconds of training so far, over every resumed session
+    history: list[Evaluation]
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainState:
+        return cls(**{**raw, "history": [Evaluation(**point) for point in raw["history"]]})
+
+
+@dataclass
 class TrainResult:
     best_val_loss: float
     best_step: int
@@ -158,38 +173,36 @@ class Trainer:
             state, best_state, snapshots = self._restore(checkpoint_dir, optimizer, generator)
         else:
             val = evaluate(model, self.val_data, cfg.block_size)
-            state = {"step": 0, "best_val": val, "best_step": 0, "since_best": 0, "elapsed": 0.0,
-                     "history": [{"step": 0, "train_loss": None, "val_loss": val, "elapsed": 0.0,
-                                  "sample": _unobtrusively(model, sample)}]}
+            state = TrainState(step=0, best_val=val, best_step=0, since_best=0, elapsed=0.0,
+                               history=[Evaluation(0, None, val, 0.0, _unobtrusively(model, sample))])
             best_state, snapshots = copy.deepcopy(model.state_dict()), {}
-        start = time.perf_counter() - state["elapsed"]
+        start = time.perf_counter() - state.elapsed
         running, running_n, interrupted = 0.0, 0, False
         model.train()
-        bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=desc, dynamic_ncols=True, leave=True)
+        bar = tqdm(total=cfg.max_steps, initial=state.step, desc=desc, dynamic_ncols=True, leave=True)
         try:
-            while state["step"] < cfg.max_steps and not (cfg.patience and state["since_best"] >= cfg.patience):
+            while state.step < cfg.max_steps and not (cfg.patience and state.since_best >= cfg.patience):
                 x, y = batches()
                 running += optimisation_step(model, lambda x, y: model(x, y)[1], x.to(device), y.to(device), optimizer,
-                                             learning_rate(state["step"], cfg), autocast, cfg.grad_clip)
-                state["step"] += 1
+                                             learning_rate(state.step, cfg), autocast, cfg.grad_clip)
+                state.step += 1
                 running_n += 1
                 bar.update(1)
-                if state["step"] % cfg.eval_interval == 0 or state["step"] == cfg.max_steps:
+                if state.step % cfg.eval_interval == 0 or state.step == cfg.max_steps:
                     val = evaluate(model, self.val_data, cfg.block_size)
-                    state["elapsed"] = time.perf_counter() - start
-                    state["history"].append({"step": state["step"], "train_loss": running / running_n,
-                                             "val_loss": val, "elapsed": state["elapsed"],
-                                             "sample": _unobtrusively(model, sample)})
+                    state.elapsed = time.perf_counter() - start
+                    state.history.append(Evaluation(state.step, running / running_n, val, state.elapsed,
+                                                    _unobtrusively(model, sample)))
                     running, running_n = 0.0, 0
-                    if val < state["best_val"]:
-                        state.update(best_val=val, best_step=state["step"], since_best=0)
+                    if val < state.best_val:
+                        state.best_val, state.best_step, state.since_best = val, state.step, 0
                         best_state = copy.deepcopy(model.state_dict())
                     else:
-                        state["since_best"] += 1
-                    if state["step"] in cfg.snapshot_steps:
-                        snapshots[state["step"]] = copy.deepcopy(model.state_dict())
-                    bar.set_postfix(train=f"{state['history'][-1]['train_loss']:.3f}", val=f"{val:.3f}",
-                                    best=f"{state['best_val']:.3f}")
+                        state.since_best += 1
+                    if state.step in cfg.snapshot_steps:
+                        snapshots[state.step] = copy.deepcopy(model.state_dict())
+                    bar.set_postfix(train=f"{state.history[-1].train_loss:.3f}", val=f"{val:.3f}",
+                                    best=f"{state.best_val:.3f}")
                     if checkpoint_dir is not None:
                         self._save(checkpoint_dir, state, best_state, snapshots, optimizer, generator)
         except KeyboardInterrupt:
@@ -198,10 +211,10 @@ class Trainer:
             bar.close()
         model.load_state_dict(best_state)
         model.eval()
-        return TrainResult(state["best_val"], state["best_step"], state["step"], time.perf_counter() - start,
-                           [Evaluation(**point) for point in state["history"]], snapshots, interrupted)
+        return TrainResult(state.best_val, state.best_step, state.step, time.perf_counter() - start,
+                           state.history, snapshots, interrupted)
 
-    def _save(self, folder: Path, state: dict, best_state: dict, snapshots: dict, optimizer,
+    def _save(self, folder: Path, state: TrainState, best_state: dict, snapshots: dict, optimizer,
               generator: torch.Generator) -> None:
         optim_tensors, optim_settings = checkpoint.split_optimizer(optimizer)
         tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()},
@@ -211,9 +224,9 @@ class Trainer:
         device = next(self.model.parameters()).device
         if device.type == "cuda":  # dropout masks on a GPU come from its own generator
             tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-        checkpoint.save(folder, tensors, dict(state, optimizer=optim_settings, train_config=asdict(self.cfg)))
+        checkpoint.save(folder, tensors, dict(asdict(state), optimizer=optim_settings, train_config=asdict(self.cfg)))
 
-    def _restore(self, folder: Path, optimizer, generator: torch.Generator) -> tuple[dict, dict, dict]:
+    def _restore(self, folder: Path, optimizer, generator: torch.Generator) -> tuple[TrainState, dict, dict]:
         tensors, state = checkpoint.load(folder)
         saved_cfg, cfg = state.pop("train_config"), json.loads(json.dumps(asdict(self.cfg)))
         if saved_cfg != cfg:
@@ -236,4 +249,4 @@ class Trainer:
         if "rng.cuda" in tensors and device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], device)
         steps = {int(k.split(".")[1]) for k in tensors if k.startswith("snapshot.")}
-        return state, part("best."), {step: part(f"snapshot.{step}.") for step in sorted(steps)}
+        return TrainState.from_dict(state), part("best."), {step: part(f"snapshot.{step}.") for step in sorted(steps)}

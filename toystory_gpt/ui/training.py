@@ -9,7 +9,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from .. import corpus, milestones, report
+from .. import milestones, report
 
 TITLE = "Training"
 PLAY_DELAY = 0.7  # seconds per step while playing: long enough to read that the text changed
@@ -90,8 +90,8 @@ def corpus_statistics(summary) -> str:
     """The corpus statistics of the run that trained these weights, from its results.json."""
     if summary is None:
         return "_No results.json here, so the corpus statistics of this training run are not available._"
-    lines = "\n".join(f"- {line}" for line in corpus.CorpusStats(**summary.corpus).to_text().splitlines())
-    return f"Corpus statistics (clean text, both splits):\n\n{lines}"
+    lines = "\n".join(f"- {line}" for line in summary.corpus.to_text().splitlines())
+    return f"Corpus statistics (the training text, both splits):\n\n{lines}"
 
 
 def build(context) -> None:
