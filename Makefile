@@ -1,6 +1,7 @@
 # make run: serve the app on the committed weights.  make test: the whole test suite (what CI runs).
 # make test-fast: the edit loop (no kills, fuzzing of the server, load or browser; few hypothesis examples).
-# make lint: ruff and the import layers (import-linter).  make train: retrain.
+# make lint: ruff and the import layers (import-linter).  make train: retrain (TEXT=PATH or TEXT=tiny-shakespeare:
+# on a plain text instead; OUT=DIR).
 # make space SPACE=OWNER/NAME: publish the app as a Hugging Face Space.  make model-repo MODEL=OWNER/NAME: the weights.
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
@@ -10,16 +11,20 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 SHARED_CORPUS := ../shared/data/toy-story-1995-screenplay.txt
 CORPUS ?= $(if $(wildcard $(SHARED_CORPUS)),$(SHARED_CORPUS),)
+# make train TEXT=...: a plain text (a path, or tiny-shakespeare) instead of the screenplay; OUT: where to.
+TEXT ?=
+OUT ?= weights
 # Extra options for publishing, e.g. ARGS=--dry-run or ARGS=--private.
 ARGS ?=
 
 .PHONY: run test test-fast lint train install dev space model-repo
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
@@ -45,7 +50,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/lint-imports
 
 train: $(VENV)/.runtime
-	$(PY) train.py $(if $(CORPUS),--corpus $(CORPUS))
+	$(PY) train.py --out $(OUT) $(if $(TEXT),--text $(TEXT),$(if $(CORPUS),--corpus $(CORPUS)))
 
 # Checked before the virtualenv is made, so a missing name costs nothing.
 ifneq ($(filter space,$(MAKECMDGOALS)),)

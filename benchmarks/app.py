@@ -33,14 +33,13 @@ from pathlib import Path
 
 import httpx
 import psutil
+from common import ROOT, WEIGHTS, machine, machine_line
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, so `python benchmarks/app.py` works
-from benchmarks.common import ROOT, WEIGHTS, machine, machine_line  # noqa: E402
-from toystory_gpt import api  # noqa: E402
-from toystory_gpt.milestones import LADDER  # noqa: E402
-from toystory_gpt.report import markdown_table as table  # noqa: E402
-from toystory_gpt.ui.page import free_port  # noqa: E402
-from toystory_gpt.weights import load_all  # noqa: E402
+from toystory_gpt import api
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.report import markdown_table as table
+from toystory_gpt.ui.page import free_port
+from toystory_gpt.weights import load_all
 
 START_TIMEOUT = 180      # seconds for the app to load its weights and answer
 REQUEST_TIMEOUT = 300    # seconds per request, queueing included

@@ -18,17 +18,15 @@ import sys
 from pathlib import Path
 
 import torch
+from common import SCREENPLAY_VOCAB, WEIGHTS, load_ladder, machine, machine_line, median_seconds, verdict
 
-# The repo root, so `python benchmarks/inside.py` works.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import SCREENPLAY_VOCAB, WEIGHTS, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
-from toystory_gpt import analysis  # noqa: E402
-from toystory_gpt.milestones import ABLATION, LADDER  # noqa: E402
-from toystory_gpt.model import GPT  # noqa: E402
-from toystory_gpt.report import markdown_table  # noqa: E402
-from toystory_gpt.tokenizer import CharTokenizer  # noqa: E402
-from toystory_gpt.ui import inside_view as view  # noqa: E402
-from toystory_gpt.weights import SavedModel, load_ablation  # noqa: E402
+from toystory_gpt import analysis
+from toystory_gpt.milestones import ABLATION, LADDER
+from toystory_gpt.model import GPT
+from toystory_gpt.report import markdown_table
+from toystory_gpt.tokenizer import CharTokenizer
+from toystory_gpt.ui import inside_view as view
+from toystory_gpt.weights import SavedModel, load_ablation
 
 # 300 characters of our own making, in the screenplay's layout.
 TEXT = ("WOODY: Listen up, everybody! The new toy is coming up the stairs.\n"

@@ -23,16 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, verdict
 
-# the repo root, so `python benchmarks/sampling.py` works
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, median_seconds, verdict  # noqa: E402
-from toystory_gpt import api, decoding, onnx_decode  # noqa: E402
-from toystory_gpt.decoding import KVCache, refill_length  # noqa: E402
-from toystory_gpt.milestones import LADDER  # noqa: E402
-from toystory_gpt.report import markdown_table as table  # noqa: E402
-from toystory_gpt.sampler import pick  # noqa: E402
-from toystory_gpt.serving import Engine, Models, Pool, Sequence, generate  # noqa: E402
+from toystory_gpt import api, decoding, onnx_decode
+from toystory_gpt.decoding import KVCache, refill_length
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.report import markdown_table as table
+from toystory_gpt.sampler import pick
+from toystory_gpt.serving import Engine, Models, Pool, Sequence, generate
 
 PROMPT = "WOODY: "      # 7 characters, so GPT-2 with a 128-position table has room for 121 new tokens
 TEMPERATURE = 0.8

@@ -25,17 +25,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from common import ROOT, SCREENPLAY_VOCAB, WEIGHTS, gpt2_twin, machine, machine_line, median_seconds, verdict
 from torch.nn import functional as F
 
-# the repo root, so `python benchmarks/training.py` works
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, SCREENPLAY_VOCAB, WEIGHTS, gpt2_twin, machine, machine_line, median_seconds, verdict  # noqa: E402
-from toystory_gpt.batches import BatchSampler  # noqa: E402
-from toystory_gpt.milestones import LADDER  # noqa: E402
-from toystory_gpt.model import GPT  # noqa: E402
-from toystory_gpt.report import markdown_table as table  # noqa: E402
-from toystory_gpt.report import read_summary  # noqa: E402
-from toystory_gpt.trainer import TrainConfig, bf16_supported, learning_rate, make_optimizer, optimisation_step  # noqa: E402
+from toystory_gpt.batches import BatchSampler
+from toystory_gpt.milestones import LADDER
+from toystory_gpt.model import GPT
+from toystory_gpt.report import markdown_table as table
+from toystory_gpt.report import read_summary
+from toystory_gpt.trainer import TrainConfig, bf16_supported, learning_rate, make_optimizer, optimisation_step
 
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"
 TARGET_RATIO_VS_HF = 1.5

@@ -63,3 +63,13 @@ def test_bad_milestone_list_is_rejected(command, bad, message, capsys):
         command(["--milestones", bad])
     assert exit.value.code == 2
     assert f"--milestones: {message}" in capsys.readouterr().err
+
+
+def test_the_console_script_is_the_cli_and_trains(capsys):
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "toystory-gpt"]
+    assert script.value == "toystory_gpt.__main__:main"
+    with pytest.raises(SystemExit) as exit:
+        script.load()(["train", "--help"])
+    assert exit.value.code == 0 and "--seeds" in capsys.readouterr().out

@@ -1,4 +1,6 @@
-"""Command line.
+"""Command line (also installed as the console script ``toystory-gpt``).
+
+    python -m toystory_gpt train [train.py's options]                  # the same as python train.py
 
     python -m toystory_gpt evaluate [--corpus PATH | --text PATH|NAME] [--weights DIR] [--json]
     python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --length 300 --seed 0 [--weights DIR] [--json]
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +24,13 @@ from . import api, corpus, hub, milestones, publish, report, weights
 from .milestones import milestone_list
 from .tokenizer import CharTokenizer
 from .trainer import evaluate
+
+
+def cmd_train(options: list[str]) -> int:
+    """Train the ladder, exactly as ``python train.py`` does."""
+    import train  # the training script, installed beside the package; only this command needs it
+
+    return train.main(options)
 
 
 def cmd_evaluate(args) -> int:
@@ -140,8 +150,12 @@ def _print_lens(result: dict, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toystory_gpt", description="Toy Story GPT tools")
+    # The same commands as the console script `toystory-gpt` and as `python -m toystory_gpt`.
+    prog = "toystory-gpt" if Path(sys.argv[0]).name == "toystory-gpt" else "python -m toystory_gpt"
+    parser = argparse.ArgumentParser(prog=prog, description="Toy Story GPT tools")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Listed for --help; its options are train.py's own, so it is handed them before this parser reads any.
+    sub.add_parser("train", help="train the ladder, as train.py does (`train --help` lists its options)")
     ev = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
     ev.add_argument("--corpus",
                     help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
@@ -181,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ins.add_argument("--json", action="store_true", help="print the API's JSON result")
     ins.set_defaults(run=cmd_inspect)
     publish.add_commands(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        return cmd_train(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -264,13 +264,13 @@ def load_screenplay(path: str | os.PathLike | None = None) -> Corpus:
                                 speeches=sum(speakers.values()), top_speakers=tuple(speakers.most_common(10))))
 
 
-def load_text(spec: str, cache_dir: Path = DEFAULT_CACHE_DIR) -> Corpus:
+def load_text(spec: str, cache_dir: Path | None = None) -> Corpus:
     """A plain text used as it is: ``spec`` is a named text (``NAMED_TEXTS``; cached, else downloaded) or a path.
     A file whose checksum is a named text's is that text (so a local copy of Tiny Shakespeare is named so)."""
     if (named := NAMED_TEXTS.get(spec)) is not None:
-        path = cached_download(cache_dir / named.filename, named.url, named.sha256, what=named.name,
-                               local_copy=f"--text PATH (a copy with SHA-256 {named.sha256} is recognised as "
-                                          f"{named.name})")
+        path = cached_download((cache_dir or DEFAULT_CACHE_DIR) / named.filename, named.url, named.sha256,
+                               what=named.name, local_copy=f"--text PATH (a copy with SHA-256 {named.sha256} is "
+                                                           f"recognised as {named.name})")
     else:
         path = Path(spec)
     text = read_text(path)
@@ -345,13 +345,14 @@ def _record(name: str, path: Path, text: str, presentation: Presentation, lines:
 
 
 def _plain_presentation(filename: str, text: str) -> Presentation:
-    """For a text the project does not know: its first line to continue, its most frequent line (a speaker's name,
-    in a play) if it recurs, and an empty prompt."""
+    """For a text the project does not know: its first line to continue, its most frequent other line (a speaker's
+    name, in a play) if it recurs, and an empty prompt."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0][:40] if lines else ""
     examples = [Example(first, first)] if first else []
-    for common, count in collections.Counter(line for line in lines if len(line) <= 40).most_common(1):
-        if count >= 3 and common != first:
+    others = collections.Counter(line for line in lines if len(line) <= 40 and line != first)
+    for common, count in others.most_common(1):
+        if count >= 3:
             examples.append(Example(common + "\n", f"{common} ⏎"))
     examples.append(Example("", "(empty: start of a line)"))
     return Presentation(f"<code>{html.escape(filename)}</code> ({len(text):,} characters)", examples[0].prompt,

@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import corpus, folders, milestones
+from . import corpus, folders, hub, milestones
 from .milestones import Milestone
 from .record import RunSummary, TrainingRecord
 from .weights import WeightsError, read_record
@@ -19,6 +19,9 @@ SUMMARY_FILE = "results.json"
 SEEDS_DIR = "seeds"  # the other seeds' records: seeds/seed-S/FOLDER.json (their weights are not kept)
 SAME = 0.0005  # nats/char: closer than this, two val losses print the same at three decimals
 NOISE_SDS = 2  # a gain smaller than this many of its standard deviations is within noise
+# Other ladders' results, committed without their weights (results/NAME/: results.json, README.md, each model's
+# card, history and sample), for the app and the README to show beside the served one.
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 
 def row(milestone: Milestone, record: TrainingRecord | None, params: int | None = None,
@@ -310,6 +313,12 @@ def write_summary(weights_dir: Path, summary: RunSummary, intro: str) -> None:
                        f"{text.characters:,} characters, vocabulary {text.vocabulary}); seeds "
                        f"{', '.join(map(str, summary.seeds))}, the weights here are seed {summary.served_seed}'s.\n\n"
                        f"{intro}\n\n{table(summary.rows, published_for(text.name))}")
+
+
+def committed_summaries() -> list[RunSummary]:
+    """The ladders whose results this repository holds: the served default (``weights/``), then ``results/*/``."""
+    folders_found = [hub.DEFAULT_WEIGHTS_DIR, *sorted(p for p in RESULTS_DIR.glob("*") if p.is_dir())]
+    return [summary for folder in folders_found if (summary := read_summary(folder)) is not None]
 
 
 def read_summary(weights_dir: Path) -> RunSummary | None:

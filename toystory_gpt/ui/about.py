@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import excerpts, report
+from .. import corpus, excerpts, report
 
 TITLE = "About"
 
@@ -19,11 +19,15 @@ pip install -r requirements.txt
 python app.py                      # this app, on http://127.0.0.1:7860
 python -m toystory_gpt generate --milestones 2,5,8 --prompt "WOODY:" --seed 0   # the same from a terminal
 python train.py                    # retrain the ladder into weights/ (CPU is enough)
+python train.py --text my-book.txt --out mine   # the same ladder on your own UTF-8 text
+TOYSTORY_WEIGHTS=mine python app.py             # ... and this app on it
 ```
 
 Set `TOYSTORY_WEIGHTS` to serve another weights folder, or a Hugging Face Hub repo id
 (pinned with `TOYSTORY_WEIGHTS_REVISION`).
+"""
 
+DATA = """
 ## Data and licence
 
 The models are trained on the final-draft screenplay of *Toy Story* (1995), written by Joss Whedon,
@@ -49,6 +53,11 @@ def code_label(excerpt: excerpts.Excerpt) -> str:
 
 
 def build(context) -> None:
+    if context.summary is None or context.summary.corpus.name == corpus.SCREENPLAY_NAME:
+        data = DATA
+    else:  # another text: the screenplay's licence is not this ladder's
+        data = (f"\n## Data\n\nThese models are trained on {context.presentation.described}; the Training tab "
+                f"shows its record (file, SHA-256, size, vocabulary).\n")
     gr.Markdown("## The ladder, and what each step did\n\n" + report.ladder_commentary(context.rows))
     gr.Markdown(CODE_INTRO)
     with gr.Row(elem_id="idea-code"):
@@ -56,4 +65,4 @@ def build(context) -> None:
             # no line numbers of its own: the comments give model.py's
             gr.Code(excerpt.code, language="python", label=code_label(excerpt), interactive=False, min_width=420,
                     show_line_numbers=False, buttons=["copy"], elem_classes="idea-code")
-    gr.Markdown(HOW_TO)
+    gr.Markdown(HOW_TO + data)

@@ -11,8 +11,6 @@ from . import endpoints
 
 TITLE = "Compare"
 
-EXAMPLES = ["WOODY:", "BUZZ: Buzz Lightyear to Star Command.", "INT. SID'S ROOM\n", "HAMM: ", ""]
-EXAMPLE_LABELS = ["WOODY:", "BUZZ: Buzz Lightyear to…", "INT. SID'S ROOM ⏎", "HAMM:", "(empty: start of a line)"]
 
 CSS = """
 #cards { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(290px, 1fr)); gap: 14px;
@@ -60,7 +58,7 @@ def build(context) -> None:
         with gr.Column(scale=1, min_width=300):
             chosen = gr.CheckboxGroup([(ladder[n].label, n) for n in available], value=available,
                                       label="Milestones to compare", show_select_all=True, elem_id="milestones")
-            prompt = gr.Textbox(api.DEFAULT_PROMPT, label="Prompt", lines=2, max_lines=6,
+            prompt = gr.Textbox(context.presentation.default_prompt, label="Prompt", lines=2, max_lines=6,
                                 max_length=api.MAX_PROMPT, elem_id="prompt",
                                 info="Empty is fine: the models then start a new line. Shift+Enter generates.")
             length = gr.Slider(1, api.MAX_LENGTH, api.DEFAULT_LENGTH, step=1, label="Length (characters)",
@@ -78,7 +76,8 @@ def build(context) -> None:
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
-            gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], example_labels=EXAMPLE_LABELS,
+            gr.Examples([[e.prompt] for e in context.presentation.examples], inputs=[prompt],
+                        example_labels=[e.label for e in context.presentation.examples],
                         cache_examples=False, label="Example prompts")
         with gr.Column(scale=3):
             gr.Markdown(notice_markdown(models, context.weights_dir), elem_id="notice",

@@ -14,8 +14,8 @@ from pathlib import Path
 import gradio as gr
 import torch
 
-from .. import api, milestones, report
-from ..record import RunSummary
+from .. import api, corpus, milestones, report
+from ..record import Presentation, RunSummary
 from . import about, compare, inside, training
 
 log = logging.getLogger("toystory_gpt.app")
@@ -60,15 +60,20 @@ class Context:
     summary: RunSummary | None
     shared: dict = field(default_factory=dict)
 
+    @property
+    def presentation(self) -> Presentation:
+        """How to present the text these weights were trained on (the screenplay where no results.json says)."""
+        return self.summary.corpus.presentation if self.summary else corpus.SCREENPLAY
 
-def header_markdown() -> str:
+
+def header_markdown(presentation: Presentation = corpus.SCREENPLAY) -> str:
     ladder = milestones.LADDER
     items = "\n".join(f'1. **{m.name}** <span class="idea">— {m.idea}</span>' for m in ladder)
     return f"""<div id="header">
 
 # Toy Story GPT
 
-<p class="lede">{len(ladder)} tiny character-level language models trained on the <i>Toy Story</i> (1995) screenplay,
+<p class="lede">{len(ladder)} tiny character-level language models trained on {presentation.described},
 each adding one idea of the GPT recipe to the one before. Pick a prompt and watch them write side by side.</p>
 
 </div>
@@ -96,9 +101,11 @@ def build_app(weights_dir: Path, service: api.Service | None = None) -> gr.Block
         if m.number not in models.saved:
             log.warning("unavailable %s: %s", m.label, models.unavailable_reason(m.number))
     log.info("serving %d of %d milestones from %s", len(models.saved), len(milestones.LADDER), weights_dir)
-    context = Context(service, Path(weights_dir), report.collect_rows(weights_dir), report.read_summary(weights_dir))
+    summary = report.read_summary(weights_dir)
+    context = Context(service, Path(weights_dir), report.collect_rows(weights_dir, summary and summary.seeds),
+                      summary)
     with gr.Blocks(title="Toy Story GPT") as demo:
-        gr.Markdown(header_markdown())
+        gr.Markdown(header_markdown(context.presentation))
         for tab in TABS:
             with gr.Tab(tab.TITLE, elem_id=f"{tab.__name__.rsplit('.', 1)[-1]}-tab"):
                 tab.build(context)

@@ -9,7 +9,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from .. import milestones, report
+from .. import corpus, milestones, report
 
 TITLE = "Training"
 PLAY_DELAY = 0.7  # seconds per step while playing: long enough to read that the text changed
@@ -79,6 +79,8 @@ def rewind_html(found: dict, step: int) -> str:
             continue
         point = before[-1]
         note = "" if point.step == step else f" (its last evaluation, step {point.step:,})"
+        if record.still_improving and point.step == record.steps:
+            note += f" {report.STILL_IMPROVING} still improving at its last step"
         text = point.sample if point.sample is not None else "(no sample recorded at this step)"
         cards.append(f'<div class="rewind-card" id="rewind-{m.number}"><h4>{html.escape(m.label)}</h4>'
                      f'<p class="loss">val loss {point.val_loss:.3f} nats/char at step {point.step:,}{note}</p>'
@@ -100,7 +102,7 @@ def build(context) -> None:
     steps = evaluation_steps(found) or [0]
     last = steps[-1]
     gr.Markdown("Loss is the cross-entropy of the next character in nats (divide by ln 2 ≈ 0.693 for bits); "
-                "validation is the last 10% of the screenplay, never trained on.")
+                f"validation is the last 10% of {context.presentation.described}, never trained on.")
     plots = []
     with gr.Row():
         for split, title in (("val", "Validation loss"), ("train", "Training loss (mean since the last evaluation)")):
@@ -108,7 +110,8 @@ def build(context) -> None:
                                      y_title="nats/char", tooltip=["model", "step", "loss"], height=360, min_width=340,
                                      elem_id=f"{split}-plot"))
     gr.Markdown("### Rewind: what each milestone wrote as it learned\n"
-                "At every evaluation, training recorded a sample: the same prompt and seed every time. Drag the "
+                f"At every evaluation, training recorded a sample: the same prompt "
+                f"({html.escape(repr(context.presentation.sample_prompt))}) and seed every time. Drag the "
                 "slider (or press Play) to watch the ladder learn to write. Snapshots of the weights at some of these "
                 "steps can generate anything in the Compare tab (*Weights*).")
     with gr.Row(equal_height=True):
@@ -129,5 +132,22 @@ def build(context) -> None:
     rewind.change(show, rewind, [cards, *plots], api_visibility="private", show_progress="hidden")
     # No limit: it only sleeps between steps, so one visitor's Play must not make the others' wait.
     play.click(walk, None, rewind, api_visibility="private", show_progress="hidden", concurrency_limit=None)
-    gr.Markdown(report.table(context.rows) if context.rows else "_No training results found._", elem_id="results")
+    published = report.published_for(context.summary and context.summary.corpus.name)
+    gr.Markdown(report.table(context.rows, published) if context.rows else "_No training results found._",
+                elem_id="results")
+    if context.rows and (others := beside(context)):
+        gr.Markdown("### Beside the other ladders\nThe same eight ideas and the same recipe on other texts (their "
+                    "results are committed in the repository), and the lecture's published ladder on Tiny "
+                    "Shakespeare.\n\n" + others, elem_id="side-by-side")
     gr.Markdown(corpus_statistics(context.summary), elem_id="corpus-stats")
+
+
+def beside(context) -> str:
+    """The served ladder beside every committed ladder trained on another text, with the lecture's column; empty
+    where there is no other."""
+    served = context.summary.corpus.name if context.summary else corpus.SCREENPLAY_NAME
+    others = [summary for summary in report.committed_summaries() if summary.corpus.name != served]
+    if not others:
+        return ""
+    return report.side_by_side([("served: " + served, context.rows),
+                                *((summary.corpus.name, summary.rows) for summary in others)], report.LECTURE)
