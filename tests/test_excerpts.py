@@ -54,8 +54,9 @@ def test_the_about_tab_shows_each_excerpt_as_python():
     import gradio as gr
 
     from toystory_gpt.ui import about
+    from toystory_gpt.ui.page import Context
 
-    context = type("Context", (), {"rows": []})()  # the About tab reads only what training recorded
+    context = Context(None, Path("unused"), [], None)  # the About tab reads only what training recorded
     with gr.Blocks() as demo:
         about.build(context)
     codes = [block for block in demo.blocks.values() if isinstance(block, gr.Code)]
