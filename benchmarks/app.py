@@ -7,9 +7,9 @@ own client) each asking for all eight milestones R times in a row, at the app's 
     python benchmarks/app.py --baseline ../baseline  # and the same load on another checkout's app, in this run
     python benchmarks/app.py --json                  # one JSON object instead of the table
 
-``--baseline DIR`` serves the same weights from the ``app.py`` of another checkout (for example the last commit
-before the serving engine: ``git worktree add ../baseline e0e3dc2``), after this one, with the same stages, so
-that both are measured side by side on the same machine in one run.
+``--baseline DIR`` serves the ``app.py`` of another checkout (for example the last commit before the serving
+engine: ``git worktree add ../baseline e0e3dc2``) on that checkout's own ``weights/`` (the same shapes, so the
+same work), after this one, with the same stages, so that both are measured side by side in one run.
 
 Per N: requests, ok, busy (refused because the queue was full: gradio_client's "Queue is full! Please try
 again."), other errors, p50/p95/max latency (submit to final text, queueing included), throughput, and the
@@ -233,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = {"this checkout": run_all(Server(args.weights), users, requests, length)}
     if args.baseline:
-        runs[f"baseline ({args.baseline})"] = run_all(Server(args.weights, args.baseline.resolve()), users, requests,
-                                                      length)
+        # Its own committed weights: an older checkout may not read this one's records; the models' shapes, and
+        # so their speed, are the same.
+        base = args.baseline.resolve()
+        runs[f"baseline ({args.baseline}, serving its own weights/)"] = run_all(Server(base / "weights", base), users,
+                                                                              requests, length)
     figures = {"benchmark": "app", "weights": str(args.weights), "length": length, "requests_per_user": requests,
                "milestones_per_request": len(LADDER.milestones), "machine": machine(), "runs": runs}
     if args.json:
