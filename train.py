@@ -101,7 +101,7 @@ def train_one(plan: RunPlan, task: Task) -> None:
     prompt = plan.corpus.presentation.sample_prompt
 
     def sample(model: GPT) -> str:
-        return "".join(generate(model, tokenizer, prompt, RECORD_LENGTH, SAMPLE_TEMPERATURE, seed=task.seed))
+        return generate(model, tokenizer, prompt, RECORD_LENGTH, SAMPLE_TEMPERATURE, seed=task.seed)
 
     result = Trainer(model, train_cfg, plan.train_data, plan.val_data).run(
         desc=f"{milestone.label:<28}" + ("" if task.served else f" seed {task.seed}"), checkpoint_dir=saved_state,
@@ -118,7 +118,7 @@ def train_one(plan: RunPlan, task: Task) -> None:
         checkpoint.remove(saved_state)
         return
     model.cpu()
-    text = "".join(generate(model, tokenizer, prompt, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=task.seed))
+    text = generate(model, tokenizer, prompt, SAMPLE_LENGTH, SAMPLE_TEMPERATURE, seed=task.seed)
     sample = (f"Toy Story GPT — {milestone.label}\n{milestone.idea}\n"
               f"Best validation loss {result.best_val_loss:.3f} nats/char. Sample: prompt {prompt!r}, "
               f"{SAMPLE_LENGTH} characters, temperature {SAMPLE_TEMPERATURE}, seed {task.seed}.\n\n")

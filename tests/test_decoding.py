@@ -60,7 +60,9 @@ def test_a_pool_refills_half_a_window_and_matches_the_full_recompute(kind):
     tokenizer = CharTokenizer(TEST_VOCAB)
     pool = Pool(decoding, capacity=3)
     # Prompts of three lengths; 50 characters each: past the 16-token window three times.
-    sequences = [Sequence.start(tokenizer, prompt, 50, 1.0, 0, seed) for seed, prompt in enumerate(["W", "", "BUZZ"])]
+    lengths = [50, 23, 37]  # they leave at different ticks: the rows left are moved into the free ones
+    sequences = [Sequence.start(tokenizer, prompt, length, 1.0, 0, seed)
+                 for seed, (prompt, length) in enumerate(zip(["W", "", "BUZZ"], lengths))]
     for sequence in sequences:
         pool.join(sequence)
     contexts = [tokenizer.encode(p or START).ids for p in ["W", "", "BUZZ"]]
@@ -75,7 +77,7 @@ def test_a_pool_refills_half_a_window_and_matches_the_full_recompute(kind):
                 del context[:-refill_length(window)]
             assert sequence.window[-len(context):] == context
             np.testing.assert_allclose(sequence.logits, last_logits(model, context), rtol=0, atol=1e-5)
-    assert [len(s.text) for s in sequences] == [50, 50, 50]
+    assert [len(s.text) for s in sequences] == lengths
 
 
 def test_the_factory_picks_the_decoding():

@@ -16,7 +16,7 @@ import reprlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from . import analysis
@@ -66,8 +66,6 @@ def shown(value) -> str:
 # failure from the constraints themselves, so a limit is written once.
 
 def _whole_number(value):
-    if isinstance(value, str) and len(value) <= 20 and value.strip().isdecimal():
-        value = int(value)  # "5", as Gradio's API page shows a choice
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON and sliders send numbers as floats: 300.0 is a fine length, 2.5 is not
     if isinstance(value, bool) or not isinstance(value, int):
@@ -91,7 +89,22 @@ def _text(value):
     return value
 
 
+def _choice_number(value):
+    if isinstance(value, str) and len(value) <= 20 and value.strip().isdecimal():
+        value = int(value)  # "5": Gradio's API page shows a choice (a milestone, a step) as text
+    return _whole_number(value)
+
+
+def _milestone_number(value):
+    number = _choice_number(value)
+    if not 1 <= number <= len(ladders.LADDER):  # the ladder's length is read now: tests may extend it
+        raise PydanticCustomError("milestone_range", "not a milestone", {"value": number})
+    return number
+
+
 Whole = Annotated[int, BeforeValidator(_whole_number)]
+Choice = Annotated[int, BeforeValidator(_choice_number)]
+MilestoneNumber = Annotated[int, BeforeValidator(_milestone_number)]
 Real = Annotated[float, BeforeValidator(_real_number)]
 Text = Annotated[str, BeforeValidator(_text)]
 
@@ -114,34 +127,26 @@ class _Request(BaseModel):
             raise InvalidRequest(_explain(cls, exc.errors(include_url=False)[0])) from None
 
 
-def _ladder_check(numbers: list[int]) -> tuple[int, ...]:
-    """Milestone numbers in ladder order, no repeats; the ladder's length is read now (tests may extend it)."""
-    top = len(ladders.LADDER)
-    for n in numbers:
-        if not 1 <= n <= top:
-            raise PydanticCustomError("milestone_range", "not a milestone", {"value": n})
+def _ladder_order(numbers: list[int]) -> tuple[int, ...]:
+    """Milestone numbers in ladder order, no repeats; at least one."""
     if not numbers:
         raise PydanticCustomError("no_milestone", "no milestone")
     return tuple(sorted(set(numbers)))
 
 
-Milestones = Annotated[list[Whole], BeforeValidator(_milestone_list)]
+Milestones = Annotated[list[MilestoneNumber], BeforeValidator(_milestone_list), AfterValidator(_ladder_order)]
 
 
 class GenerateRequest(_Request):
     """``/generate``: continue ``prompt`` with each chosen milestone, as trained or at a training ``step``."""
+    # In the order a message reports the first bad one.
     milestones: Milestones
     prompt: Annotated[Text, Field(max_length=MAX_PROMPT)] = DEFAULT_PROMPT
-    length: Annotated[Whole, Field(ge=1, le=MAX_LENGTH)] = DEFAULT_LENGTH
     temperature: Annotated[Real, Field(ge=0, le=MAX_TEMPERATURE)] = DEFAULT_TEMPERATURE
+    length: Annotated[Whole, Field(ge=1, le=MAX_LENGTH)] = DEFAULT_LENGTH
     top_k: Annotated[Whole, Field(ge=0, le=MAX_TOP_K)] = 0
     seed: Annotated[Whole, Field(ge=0, le=MAX_SEED)] = 0
-    step: Annotated[Whole | None, Field(ge=0, le=MAX_STEP)] = None  # a snapshot's step; None or "final": trained
-
-    @field_validator("milestones", mode="after")
-    @classmethod
-    def _in_ladder(cls, value):
-        return _ladder_check(value)
+    step: Annotated[Choice | None, Field(ge=0, le=MAX_STEP)] = None  # a snapshot's step; None or "final": trained
 
     @field_validator("step", mode="before")
     @classmethod
@@ -164,11 +169,6 @@ class TextRequest(_Reading):
     """``/surprise``: every chosen milestone's surprise at each character of ``text``."""
     milestones: Milestones
 
-    @field_validator("milestones", mode="after")
-    @classmethod
-    def _in_ladder(cls, value):
-        return _ladder_check(value)
-
 
 class NextCharsRequest(TextRequest):
     """``/next_chars``: the likeliest next characters at a slot, raw and as sampled with these knobs."""
@@ -180,13 +180,8 @@ class NextCharsRequest(TextRequest):
 
 class AttentionRequest(_Reading):
     """``/attention``: one milestone's attention over the context of a slot."""
-    milestone: Whole
+    milestone: MilestoneNumber
     position: Whole | None = None  # as in NextCharsRequest
-
-    @field_validator("milestone", mode="after")
-    @classmethod
-    def _in_ladder(cls, value):
-        return _ladder_check([value])[0]
 
     @property
     def milestones(self) -> tuple[int, ...]:
@@ -195,17 +190,12 @@ class AttentionRequest(_Reading):
 
 class LensRequest(_Reading):
     """``/logit_lens``: a deep model's stream read after each block: milestone 6, 7, 8 or the ablation."""
-    milestone: Whole | Literal["ablation"]
+    milestone: MilestoneNumber | Literal["ablation"]
 
     @field_validator("milestone", mode="before")
     @classmethod
     def _named(cls, value):
-        return value if value == ABLATION else _whole_number(value)
-
-    @field_validator("milestone", mode="after")
-    @classmethod
-    def _in_ladder(cls, value):
-        return value if value == ABLATION else _ladder_check([value])[0]
+        return value if value == ABLATION else _milestone_number(value)
 
     @property
     def milestones(self) -> tuple[int | str, ...]:
@@ -255,7 +245,7 @@ def _explain(model: type[BaseModel], error: dict) -> str:
         return f"{name} must be a whole number, got {shown(value)}"
     if kind == "whole_number":
         return f"{name} must be a whole number from {low:,} to {high:,}, got {shown(value)}"
-    return f"{name} must be from {low:,} to {high:,}, got {shown(value)}"
+    return f"{name} must be from {low:,} to {high:,}, got {shown(_choice_number(value))}"  # 5000.0 as 5000
 
 
 # ------------------------------------------------------------------------------------------------ the service
@@ -346,12 +336,12 @@ class Service:
             generation.cancel()
 
     # ---- the Inside views: single forward passes over the same loaded models
-    def read(self, request: TextRequest) -> analysis.Request:
-        """What the chosen (loaded) milestones read of the request's text."""
+    def read(self, request: TextRequest | AttentionRequest | LensRequest, temperature: float = 0.0,
+             top_k: int = 0) -> analysis.Request:
+        """What the chosen (loaded) milestones read of the request's text (sampling knobs for the bars)."""
         self._loaded(request.milestones)
         with answerable():
-            return analysis.reading(self.models.readable, request.text, request.milestones,
-                                    getattr(request, "temperature", 0.0), getattr(request, "top_k", 0))
+            return analysis.reading(self.models.readable, request.text, request.milestones, temperature, top_k)
 
     def surprise(self, request: TextRequest) -> dict:
         with answerable():
@@ -359,7 +349,8 @@ class Service:
 
     def next_chars(self, request: NextCharsRequest) -> dict:
         with answerable():
-            return analysis.next_chars(self.models.saved, self.read(request), request.k, request.position)
+            return analysis.next_chars(self.models.saved, self.read(request, request.temperature, request.top_k),
+                                       request.k, request.position)
 
     def attention(self, request: AttentionRequest) -> dict:
         with answerable():

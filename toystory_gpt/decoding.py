@@ -145,11 +145,22 @@ class TorchDecoding(Decoding):
 
     min_rows = 16
 
+    def __init__(self, model: GPT):
+        super().__init__(model)
+        self.device = next(model.parameters()).device  # training samples from a model wherever it trains
+
+    def _in(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
+
+    @staticmethod
+    def _out(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.float().cpu().numpy()
+
     @torch.inference_mode()
     def encode(self, windows: np.ndarray):
-        outputs = [prefill(self.model, torch.from_numpy(row[None])) for row in windows]
-        logits = np.stack([o[0][0, -1].float().numpy() for o in outputs])
-        keys, values = (np.stack([np.stack([t[0].numpy() for t in o[part]]) for o in outputs], axis=1)
+        outputs = [prefill(self.model, self._in(row[None])) for row in windows]
+        logits = np.stack([self._out(o[0][0, -1]) for o in outputs])
+        keys, values = (np.stack([np.stack([self._out(t[0]) for t in o[part]]) for o in outputs], axis=1)
                         for part in (1, 2))  # (L, n, nh, T, hs)
         return logits, keys, values
 
@@ -157,10 +168,10 @@ class TorchDecoding(Decoding):
     def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
         rows = max(n, self.min_rows)  # the pool's cache has at least min_rows rows
         idx, pos = np.resize(idx, rows), np.resize(pos, rows)  # spare rows repeat real ones: valid, and dropped
-        keys, values = (tuple(torch.from_numpy(layer[:rows]) for layer in part) for part in (cache.keys, cache.values))
-        logits, new_keys, new_values = step(self.model, torch.from_numpy(idx), torch.from_numpy(pos),
-                                            torch.from_numpy(cache.mask[:rows]), keys, values)
-        return (logits[:n].numpy(), torch.stack(new_keys)[:, :n].numpy(), torch.stack(new_values)[:, :n].numpy())
+        keys, values = (tuple(self._in(layer[:rows]) for layer in part) for part in (cache.keys, cache.values))
+        logits, new_keys, new_values = step(self.model, self._in(idx), self._in(pos), self._in(cache.mask[:rows]),
+                                            keys, values)
+        return self._out(logits[:n]), self._out(torch.stack(new_keys)[:, :n]), self._out(torch.stack(new_values)[:, :n])
 
 
 class Contextless(Decoding):
@@ -175,13 +186,17 @@ class Contextless(Decoding):
     def cached(self) -> bool:
         return False
 
+    def __init__(self, model: GPT):
+        super().__init__(model)
+        self.device = next(model.parameters()).device
+
     @torch.inference_mode()
     def encode(self, windows: np.ndarray):
-        return self.model(torch.from_numpy(windows[:, -1:]))[0][:, -1].numpy(), None, None
+        return self.advance(None, len(windows), windows[:, -1], np.zeros(len(windows), np.int64))
 
     @torch.inference_mode()
     def advance(self, cache, n: int, idx: np.ndarray, pos: np.ndarray):
-        return self.model(torch.from_numpy(idx[:, None]))[0][:, 0].numpy(), None, None
+        return self.model(torch.from_numpy(idx[:, None]).to(self.device))[0][:, 0].float().cpu().numpy(), None, None
 
 
 def torch_decoding(model: GPT) -> Decoding:

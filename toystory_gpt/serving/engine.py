@@ -14,7 +14,8 @@ import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Sequence as Seq
+
+import torch
 
 from .models import Models
 from .pool import Pool, Sequence
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 CAPACITY = 64  # sequences per model at once: past this, requests wait in their pool for a free row
 # A snapshot's pool is smaller: rewinding training is rarer than writing, and each pool's cache is taken up front.
 SNAPSHOT_CAPACITY = 16
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class GenerationError(RuntimeError):
@@ -37,7 +45,9 @@ class Generation:
         self.sequences = sequences
         self.done: concurrent.futures.Future = concurrent.futures.Future()
         self._left = len(sequences)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # sequences of one request end in different threads
+        for sequence in sequences.values():
+            sequence.on_end = self._ended
 
     def texts(self) -> dict[int, str]:
         """What each milestone has written so far."""
@@ -53,28 +63,30 @@ class Generation:
         self.done.result(timeout)
         return self.texts()
 
-    def _finished(self, sequence: Sequence) -> None:
+    def _ended(self, error: str | None) -> None:
+        """One sequence ended: written, cancelled, or failed with ``error`` (then the whole request fails)."""
+        if error is not None:
+            self.cancel()
         with self._lock:
             self._left -= 1
-            if self._left == 0 and not self.done.done():
+            if self.done.done():
+                return
+            if error is not None:
+                self.done.set_exception(GenerationError(error))
+            elif self._left == 0:
                 self.done.set_result(None)
-
-    def _failed(self, message: str) -> None:
-        self.cancel()
-        with self._lock:
-            if not self.done.done():
-                self.done.set_exception(GenerationError(message))
 
 
 class Engine:
     """Serves ``models`` to everyone at once; ``submit`` from any thread."""
 
     def __init__(self, models: Models, threads: int | None = None, capacity: int = CAPACITY):
-        threads = threads or len(os.sched_getaffinity(0))  # one per usable core
+        threads = threads or usable_cores()
+        # Each engine thread runs its models' operators itself: more threads inside torch would fight it.
+        torch.set_num_threads(1)
         self.models = models
         self.capacity = capacity
         self._pools: dict[tuple[int, int | None], Pool] = {}
-        self._owners: dict[int, Generation] = {}  # id(sequence) -> its request
         self._wake = threading.Condition()
         self._closed = False
         self.threads = threads
@@ -84,13 +96,16 @@ class Engine:
         self._scheduler.start()
 
     def pool(self, number: int, step: int | None = None) -> Pool:
-        """Milestone ``number``'s pool (at training step ``step``), made on first use."""
+        """Milestone ``number``'s pool (at training step ``step``), made on first use: outside the engine's lock,
+        which every tick takes, as a first export or snapshot takes a while."""
         with self._wake:
-            if (number, step) not in self._pools:
-                name = self.models.label(number) + ("" if step is None else f" at step {step:,}")
-                capacity = self.capacity if step is None else min(self.capacity, SNAPSHOT_CAPACITY)
-                self._pools[number, step] = Pool(self.models.decoding(number, step), capacity, name)
-            return self._pools[number, step]
+            if (found := self._pools.get((number, step))) is not None:
+                return found
+        name = self.models.label(number) + ("" if step is None else f" at step {step:,}")
+        capacity = self.capacity if step is None else min(self.capacity, SNAPSHOT_CAPACITY)
+        made = Pool(self.models.decoding(number, step), capacity, name)
+        with self._wake:
+            return self._pools.setdefault((number, step), made)
 
     def warm_up(self) -> None:
         """Make every final model's pool (exporting its decoding) and write a character with each, so that the
@@ -113,7 +128,6 @@ class Engine:
             if self._closed:
                 raise RuntimeError("the engine is closed")
             for number, sequence in sequences.items():
-                self._owners[id(sequence)] = generation
                 pools[number].join(sequence)
             self._wake.notify()
         return generation
@@ -125,16 +139,21 @@ class Engine:
             return sum(len(p.live) + len(p.joining) for p in self._pools.values())
 
     def close(self) -> None:
+        """Stop the engine's threads; requests still being written fail with a message."""
         with self._wake:
             self._closed = True
             self._wake.notify()
         self._scheduler.join()
         if self._workers is not None:
             self._workers.shutdown()
+        for pool in self._pools.values():
+            for sequence in pool.clear():
+                sequence.end("The server is shutting down. Try again in a moment.")
 
     def _shares(self) -> list[list[Pool]]:
         """The busy pools, shared out between the threads so that each has about as much to do: deep models with
-        many rows cost most, so they go first, each to the thread with the least so far."""
+        many rows cost most, so they go first, each to the thread with the least so far. Called with the lock
+        held: pools are only added under it."""
         shares, loads = [[] for _ in range(self.threads)], [0] * self.threads
         busy = [p for p in self._pools.values() if p.busy]
         for pool in sorted(busy, key=lambda p: -p.cost):
@@ -152,25 +171,18 @@ class Engine:
                     return
             # This thread takes the first share itself: one hand-over per tick and thread, not one per pool.
             others = [self._workers.submit(self._tick_all, share) for share in shares[1:]]
-            outcomes = self._tick_all(shares[0]) + [o for other in others for o in other.result()]
-            for finished, error in outcomes:
-                with self._wake:
-                    owners = [self._owners.pop(id(s)) for s in finished]
-                for sequence, owner in zip(finished, owners):
-                    if error is None:
-                        owner._finished(sequence)
-                    else:
-                        owner._failed(error)
-
-    @classmethod
-    def _tick_all(cls, pools: list[Pool]) -> list[tuple[Seq[Sequence], str | None]]:
-        return [cls._tick(pool) for pool in pools]
+            self._tick_all(shares[0])
+            for other in others:
+                other.result()
 
     @staticmethod
-    def _tick(pool: Pool) -> tuple[Seq[Sequence], str | None]:
-        try:
-            return pool.tick(), None
-        except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
-            log.exception("a decoding step failed; its requests are told")
-            label = f"{type(exc).__name__}: {exc}"
-            return pool.clear(), f"Milestone {pool.name} failed while writing ({label}). Try again."
+    def _tick_all(pools: list[Pool]) -> None:
+        for pool in pools:
+            try:
+                ended, error = pool.tick(), None
+            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+                log.exception("a decoding step failed; its requests are told")
+                ended = pool.clear()
+                error = f"Milestone {pool.name} failed while writing ({type(exc).__name__}: {exc}). Try again."
+            for sequence in ended:
+                sequence.end(error)

@@ -8,6 +8,7 @@ free for the next tick. Live sequences always hold the first rows, so the step r
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,12 +32,21 @@ class Sequence:
     text: list[str] = field(default_factory=list)  # appended by the engine; read by anyone
     cancelled: bool = False      # set by anyone; the sequence leaves at the next tick
     logits: np.ndarray | None = field(default=None, repr=False)  # (V,) for the next character
+    on_end: Callable[[str | None], None] | None = field(default=None, repr=False)  # told once, when it ends
+
+    def end(self, error: str | None = None) -> None:
+        """It has left its pool: written, cancelled, or failed with ``error``."""
+        if self.on_end is not None:
+            self.on_end(error)
 
     @classmethod
     def start(cls, tokenizer: CharTokenizer, prompt: str, length: int, temperature: float, top_k: int,
               seed: int) -> Sequence:
         """A sequence continuing ``prompt`` (characters outside the vocabulary dropped; empty: a line's start)."""
         ids = tokenizer.encode(prompt).ids or tokenizer.encode(START).ids
+        if not ids:  # a vocabulary without a newline, and a prompt of none of its characters
+            raise ValueError("the prompt has none of the model's characters, and the model has no newline to start "
+                             "from: type some of its characters")
         return cls(ids, length, temperature, top_k, np.random.default_rng(seed), tokenizer.vocab)
 
     @property
@@ -54,6 +64,8 @@ class Pool:
         self.cache = KVCache(decoding.config, max(capacity, decoding.min_rows)) if decoding.cached else None
         self.live: list[Sequence] = []  # row i holds live[i]
         self.joining: collections.deque[Sequence] = collections.deque()  # appended from any thread
+        self._taken: list[Sequence] = []  # what this tick saw end, until it returns them
+        self._in_hand: list[Sequence] = []  # what it took from joining and has not made live yet
 
     @property
     def busy(self) -> bool:
@@ -62,46 +74,52 @@ class Pool:
     @property
     def cost(self) -> int:
         """Roughly what a tick costs, to share ticks out between threads: blocks times rows."""
-        return max(1, self.decoding.config.n_layer) * (len(self.live) + len(self.joining))
+        return max(1, self.decoding.config.n_layer) * min(self.capacity, len(self.live) + len(self.joining))
 
     def join(self, sequence: Sequence) -> None:
         self.joining.append(sequence)
 
     def tick(self) -> list[Sequence]:
-        """Admit who fits, write one character for every live sequence, and return those that finished."""
-        done = self._admit()
+        """Admit who fits, write one character for every live sequence, and return those that ended (written or
+        cancelled: a cancelled one leaves before it writes another character)."""
+        self._taken = []
+        self._admit()
+        self._retire()
         if self.live:
             self._write()
-            done += self._retire()
+            self._retire()
         if self.live:
             self._advance()
-        return done
+        ended, self._taken = self._taken, []
+        return ended
 
     def clear(self) -> list[Sequence]:
-        """Drop every sequence (after a failed step) and return them."""
-        dropped = [*self.live, *self.joining]
+        """Drop every sequence (after a failed step: those the tick had in hand too) and return them."""
+        dropped = list(dict.fromkeys([*self._taken, *self._in_hand, *self.live, *self.joining]))
         self.live.clear()
         self.joining.clear()
+        self._taken, self._in_hand = [], []
         return dropped
 
-    def _admit(self) -> list[Sequence]:
-        """Give joining sequences free rows, encoding their prompts (one batch per prompt length); return those
-        that finished before they joined (cancelled while they waited)."""
-        ready, gone = [], []
+    def _admit(self) -> None:
+        """Give joining sequences free rows, encoding their prompts (one batch per prompt length); those cancelled
+        while they waited end here."""
+        ready = []
         while self.joining and len(self.live) + len(ready) < self.capacity:
             sequence = self.joining.popleft()
             if sequence.finished:
-                gone.append(sequence)
+                self._taken.append(sequence)
                 continue
             sequence.window = sequence.window[-self.decoding.window:]
             ready.append(sequence)
+        self._in_hand = ready  # neither joining nor live until encoded: a failed encode must not lose them
         by_length = collections.defaultdict(list)
         for sequence in ready:
             by_length[len(sequence.window)].append(sequence)
         for group in by_length.values():
             self._encode(group, np.arange(len(self.live), len(self.live) + len(group)))
             self.live.extend(group)
-        return gone
+        self._in_hand = []
 
     def _encode(self, group: list[Sequence], rows: np.ndarray) -> None:
         logits, keys, values = self.decoding.encode(np.array([s.window for s in group], dtype=np.int64))
@@ -118,17 +136,15 @@ class Pool:
             sequence.text.append(sequence.vocab[token])
             sequence.window.append(token)
 
-    def _retire(self) -> list[Sequence]:
-        done = []
+    def _retire(self) -> None:
         for row in reversed([i for i, s in enumerate(self.live) if s.finished]):
-            done.append(self.live[row])
+            self._taken.append(self.live[row])
             last = len(self.live) - 1  # rows after `row` that finished are already gone: `last` is live
             if row != last:
                 if self.cache is not None:
                     self.cache.move(last, row)
                 self.live[row] = self.live[last]
             self.live.pop()
-        return done
 
     def _advance(self) -> None:
         """Every live sequence's logits after the character it just wrote: one batched step, and the rows whose

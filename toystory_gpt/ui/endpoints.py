@@ -5,6 +5,7 @@ shows (or sends to an API client) in place of a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 from collections.abc import AsyncIterator
@@ -42,8 +43,10 @@ def generate(service: api.Service):
         """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
         ``step``; returns one text per milestone of the ladder, in order ("" where not chosen)."""
         with answered():
-            request = service.generate_request(milestones=milestones, prompt=prompt, length=length,
-                                               temperature=temperature, top_k=top_k, seed=seed, step=step)
+            # In a thread: a snapshot's first request loads it from disk, and the event loop serves every stream.
+            request = await asyncio.to_thread(service.generate_request, milestones=milestones, prompt=prompt,
+                                              length=length, temperature=temperature, top_k=top_k, seed=seed,
+                                              step=step)
             if dropped := service.dropped(request):
                 gr.Warning(f"Left out characters the models have never seen: "
                            f"{html.escape(shown_characters(dropped))}")
