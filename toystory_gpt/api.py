@@ -33,6 +33,9 @@ MAX_SEED = 2**32 - 1
 MAX_STEP = 10**9
 MAX_TEXT = MAX_PROMPT   # characters an Inside view reads: what one page of rows can show
 
+# Screen updates a second, all streaming visitors together: each costs the server's event loop about the same.
+UPDATES_PER_SECOND = 40
+
 DEFAULT_PROMPT = "WOODY:"
 DEFAULT_LENGTH = 300
 DEFAULT_TEMPERATURE = 0.8
@@ -256,6 +259,7 @@ class Service:
     def __init__(self, models: Models, engine: Engine | None = None):
         self.models = models
         self.engine = engine or Engine(models)
+        self.streaming = 0  # streams open now (they all run on one event loop: no lock needed)
 
     @classmethod
     def from_folder(cls, weights_dir) -> Service:
@@ -316,16 +320,19 @@ class Service:
             generation.cancel()
 
     async def stream(self, request: GenerateRequest, interval: float) -> AsyncIterator[list[str]]:
-        """The texts as they grow, at most one update per ``interval`` seconds, and the finished texts last.
-        Closing the iterator early (Stop, a closed tab) cancels the generation: its rows are free at once."""
+        """The texts as they grow, at most one update per ``interval`` seconds (less often while many stream: every
+        update costs the server the same, so all of them together make at most ``UPDATES_PER_SECOND``), and the
+        finished texts last. Closing the iterator early (Stop, a closed tab) cancels the generation: its rows are
+        free at once."""
         import asyncio
 
         generation = self.submit(request)
         done = asyncio.wrap_future(generation.done)
+        self.streaming += 1
         try:
             shown_texts = None
             while not done.done():
-                await asyncio.wait([done], timeout=interval)
+                await asyncio.wait([done], timeout=max(interval, self.streaming / UPDATES_PER_SECOND))
                 texts = self.in_ladder_order(generation.texts())
                 if texts != shown_texts and not done.done():
                     shown_texts = texts
@@ -333,6 +340,7 @@ class Service:
             done.result()  # a GenerationError, if the engine could not finish
             yield self.in_ladder_order(generation.texts())
         finally:
+            self.streaming -= 1
             generation.cancel()
 
     # ---- the Inside views: single forward passes over the same loaded models
