@@ -312,7 +312,8 @@ def write_summary(weights_dir: Path, summary: RunSummary, intro: str) -> None:
                        f"`{text.name}` (file `{text.file}`, {text.bytes:,} bytes, SHA-256 `{text.sha256}`, "
                        f"{text.characters:,} characters, vocabulary {text.vocabulary}); seeds "
                        f"{', '.join(map(str, summary.seeds))}, the weights here are seed {summary.served_seed}'s.\n\n"
-                       f"{intro}\n\n{table(summary.rows, published_for(text.name))}")
+                       f"{intro}\n\n{table(summary.rows, published_for(text.name))}\n"
+                       f"## What each step did\n\n{ladder_commentary(summary.rows)}\n")
 
 
 def committed_summaries() -> list[RunSummary]:
