@@ -17,6 +17,7 @@ import app
 import train
 from tests.conftest import ROOT
 from tests.test_corpus import http_server  # noqa: F401  (a fixture)
+from toystory_gpt import __main__ as cli
 from toystory_gpt import corpus, milestones, report, weights
 from toystory_gpt.record import Example, Presentation
 from toystory_gpt.ui.page import free_port
@@ -143,6 +144,15 @@ def test_a_plain_text_ladder_reports_its_corpus(play_weights):
     assert "most frequent characters: ␠ (space)" in first and "speakers" not in first
     assert weights.read_record(play_weights / "milestone3").corpus == record
     assert "Trained on <code>play.txt</code>" in (play_weights / "README.md").read_text()
+
+
+def test_evaluate_recomputes_a_plain_text_ladder(play_weights, capsys):
+    assert cli.main(["evaluate", "--text", str(play_weights.parent / "play.txt"), "--weights", str(play_weights),
+                     "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    saved = {r["milestone"]: r for r in report.served_rows(report.read_summary(play_weights).rows)}
+    assert [r["milestone"] for r in rows] == list(range(1, 9))
+    assert all(r["val_loss"] == pytest.approx(saved[r["milestone"]]["val_loss"], abs=1e-5) for r in rows)
 
 
 def test_seeds_give_different_weights_and_a_recomputable_mean_and_sd(play_weights, tmp_path):

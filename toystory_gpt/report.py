@@ -123,9 +123,10 @@ class PublishedLadder:
 # The shared data README's figures (Karpathy's "Let's build GPT" lecture, ng-video-lecture commit messages).
 LECTURE = PublishedLadder(
     "lecture", "tiny-shakespeare", {2: 2.49, 3: 2.50, 4: 2.28, 5: 2.24, 7: 2.06, 8: 1.48},
-    "lecture: Karpathy's \"Let's build GPT\" on the same split. Its stages 3–7 are 32 wide with a context of 8 "
-    "(ours: 128 and 128), its bigram is about 2.49; its row 8 is the lecture's final scaled-up model (10.8 M "
-    "parameters, dropout included), not a rung like ours. It published no unigram and no residual-only stage.")
+    "lecture: Karpathy's \"Let's build GPT\" on Tiny Shakespeare, with the same 90/10 split. Its stages 3–7 are "
+    "32 wide with a context of 8 (ours: 128 and 128), its bigram is about 2.49; its row 8 is the lecture's final "
+    "scaled-up model (10.8 M parameters, dropout included), not a rung like ours. It published no unigram and no "
+    "residual-only stage.")
 
 
 def published_for(corpus_name: str | None) -> PublishedLadder | None:
@@ -312,7 +313,8 @@ def write_summary(weights_dir: Path, summary: RunSummary, intro: str) -> None:
                        f"`{text.name}` (file `{text.file}`, {text.bytes:,} bytes, SHA-256 `{text.sha256}`, "
                        f"{text.characters:,} characters, vocabulary {text.vocabulary}); seeds "
                        f"{', '.join(map(str, summary.seeds))}, the weights here are seed {summary.served_seed}'s.\n\n"
-                       f"{intro}\n\n{table(summary.rows, published_for(text.name))}")
+                       f"{intro}\n\n{table(summary.rows, published_for(text.name))}\n"
+                       f"## What each step did\n\n{ladder_commentary(summary.rows)}\n")
 
 
 def committed_summaries() -> list[RunSummary]:
