@@ -34,7 +34,11 @@ APP_NEEDS = ["app.py", "requirements.txt", "README.md", "LICENSE", "docs/screens
                for name in ("config.json", "model.safetensors", "history.json", "README.md", f"{folder}.txt")),
              # the snapshots the Compare tab's Weights choice serves (the ablation keeps none)
              *(f"weights/milestone{n}/snapshots/step-{step}.safetensors" for n in range(1, 9)
-               for step in TrainConfig().snapshot_steps)]
+               for step in TrainConfig().snapshot_steps),
+             # the other seeds' records, behind the Training and About tabs' mean ± sd
+             *(f"weights/seeds/seed-{seed}/{folder}.json" for seed in json.loads(
+                 (ROOT / "weights" / "results.json").read_text())["seeds"][1:]
+               for folder in [*(f"milestone{n}" for n in range(1, 9)), "ablation-deep-no-residual"])]
 
 
 def worktree_files() -> list[str]:
