@@ -18,19 +18,27 @@ def odds(logits: np.ndarray, temperature, top_k) -> np.ndarray:
     In NumPy on purpose: these are a few dozen numbers a row, and torch's per-call overhead would rival a model step.
     """
     z = np.atleast_2d(logits)
-    temperature = np.broadcast_to(np.asarray(temperature, np.float64), z.shape[:1])
-    top_k = np.broadcast_to(np.asarray(top_k, np.int64), z.shape[:1])
+    n = len(z)
+    temperature, top_k = _per_row(temperature, n, np.float64), _per_row(top_k, n, np.int64)
     # Shift first, so the likeliest logit is 0 and the rest negative, and divide in float64: a tiny
     # temperature then gives -inf (weight 0) instead of overflowing to inf and a NaN softmax.
     z = (z - z.max(axis=1, keepdims=True)).astype(np.float64)
     greedy = temperature == 0
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # that -inf is wanted
-        z = np.where(greedy[:, None], np.where(z == 0, 0.0, -np.inf), z / np.where(greedy, 1.0, temperature)[:, None])
+    # (The branches only skip work: a handful of NumPy calls on a few numbers each cost as much as the arithmetic.)
+    with np.errstate(over="ignore"):
+        z /= np.where(greedy, 1.0, temperature)[:, None]
+    if greedy.any():
+        z[greedy] = np.where(z[greedy] == 0, 0.0, -np.inf)
     if (cut := (top_k > 0) & (top_k < z.shape[1])).any():
         kth = -np.sort(-z[cut], axis=1)[np.arange(cut.sum()), top_k[cut] - 1]
         z[cut] = np.where(z[cut] < kth[:, None], -np.inf, z[cut])
     weights = np.exp(z)
     return weights if np.ndim(logits) == 2 else weights[0]
+
+
+def _per_row(value, n: int, dtype) -> np.ndarray:
+    """``value`` as one number per row: a scalar repeated, an array as it is."""
+    return np.full(n, value, dtype) if np.ndim(value) == 0 else np.asarray(value, dtype)
 
 
 def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 A sequence joins at a tick boundary (its prompt encoded with the others joining then, those of one length in one
 batch), writes a character per tick, and leaves when it has written them all or was cancelled; its row is
-free for the next tick. Live sequences always hold the first rows, so the step reads the KV cache without a copy.
+free for the next tick. Live sequences always hold the first rows, so the step reads the KV cache without a copy,
+and what a tick needs of every row (next-token logits, settings, newest token) is kept in arrays by row: a
+tick's bookkeeping is a few NumPy calls, whatever the number of rows.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ class Sequence:
     vocab: str
     text: list[str] = field(default_factory=list)  # appended by the engine; read by anyone
     cancelled: bool = False      # set by anyone; the sequence leaves at the next tick
-    logits: np.ndarray | None = field(default=None, repr=False)  # (V,) for the next character
     on_end: Callable[[str | None], None] | None = field(default=None, repr=False)  # told once, when it ends
 
     def end(self, error: str | None = None) -> None:
@@ -61,8 +62,14 @@ class Pool:
         self.decoding = decoding
         self.name = name  # for messages
         self.capacity = capacity
-        self.cache = KVCache(decoding.config, max(capacity, decoding.min_rows)) if decoding.cached else None
+        rows = max(capacity, decoding.min_rows)
+        self.cache = KVCache(decoding.config, rows) if decoding.cached else None
         self.live: list[Sequence] = []  # row i holds live[i]
+        # Row i's next-token logits, sampling settings and newest token, beside live[i].
+        self.logits = np.zeros((rows, decoding.config.vocab_size), np.float32)
+        self.temperature = np.zeros(rows, np.float64)
+        self.top_k = np.zeros(rows, np.int64)
+        self.idx = np.zeros(rows, np.int64)
         self.joining: collections.deque[Sequence] = collections.deque()  # appended from any thread
         self._taken: list[Sequence] = []  # what this tick saw end, until it returns them
         self._in_hand: list[Sequence] = []  # what it took from joining and has not made live yet
@@ -117,7 +124,10 @@ class Pool:
         for sequence in ready:
             by_length[len(sequence.window)].append(sequence)
         for group in by_length.values():
-            self._encode(group, np.arange(len(self.live), len(self.live) + len(group)))
+            rows = np.arange(len(self.live), len(self.live) + len(group))
+            self.temperature[rows] = [s.temperature for s in group]
+            self.top_k[rows] = [s.top_k for s in group]
+            self._encode(group, rows)
             self.live.extend(group)
         self._in_hand = []
 
@@ -125,14 +135,13 @@ class Pool:
         logits, keys, values = self.decoding.encode(np.array([s.window for s in group], dtype=np.int64))
         if self.cache is not None:
             self.cache.fill(rows, keys, values)
-        for sequence, row_logits in zip(group, logits):
-            sequence.logits = row_logits
+        self.logits[rows] = logits
 
     def _write(self) -> None:
-        live = self.live
-        tokens = pick(np.stack([s.logits for s in live]), np.array([s.temperature for s in live]),
-                      np.array([s.top_k for s in live]), [s.rng for s in live])
-        for sequence, token in zip(live, tokens.tolist()):
+        n = len(self.live)
+        tokens = pick(self.logits[:n], self.temperature[:n], self.top_k[:n], [s.rng for s in self.live])
+        self.idx[:n] = tokens
+        for sequence, token in zip(self.live, tokens.tolist()):
             sequence.text.append(sequence.vocab[token])
             sequence.window.append(token)
 
@@ -143,6 +152,8 @@ class Pool:
             if row != last:
                 if self.cache is not None:
                     self.cache.move(last, row)
+                for array in (self.logits, self.temperature, self.top_k, self.idx):
+                    array[row] = array[last]
                 self.live[row] = self.live[last]
             self.live.pop()
 
@@ -150,27 +161,29 @@ class Pool:
         """Every live sequence's logits after the character it just wrote: one batched step, and the rows whose
         window is full encoded again from their newest ``refill_length`` tokens."""
         live, n = self.live, len(self.live)
-        idx = np.array([s.window[-1] for s in live], dtype=np.int64)
         if self.cache is None:
-            logits, _, _ = self.decoding.advance(None, n, idx, np.zeros(n, np.int64))
-            for sequence, row_logits in zip(live, logits):
-                sequence.logits = row_logits
+            self.logits[:n] = self.decoding.advance(None, n, self.idx[:n], np.zeros(n, np.int64))[0]
+            for sequence in live:
                 del sequence.window[:-1]
             return
-        full = np.array([len(s.window) > self.decoding.window for s in live])
+        # The cache holds every token but the newest: a full cache has no slot left for it.
+        full = self.cache.lengths[:n] >= self.decoding.window
         pos = np.minimum(self.cache.lengths[:n], self.decoding.window - 1)  # a full row's step is discarded
+        if not full.any():
+            logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
+            self.cache.append(np.arange(n), new_keys, new_values)
+            self.logits[:n] = logits
+            return
         if not full.all():
-            logits, new_keys, new_values = self.decoding.advance(self.cache, n, idx, pos)
+            logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
             stepped = np.flatnonzero(~full)
             self.cache.append(stepped, new_keys[:, stepped], new_values[:, stepped])
-            for row in stepped:
-                live[row].logits = logits[row]
-        if full.any():
-            refilled = np.flatnonzero(full)
-            keep = refill_length(self.decoding.window)
-            for row in refilled:
-                live[row].window = live[row].window[-keep:]
-            self._encode([live[row] for row in refilled], refilled)
+            self.logits[stepped] = logits[stepped]
+        refilled = np.flatnonzero(full)
+        keep = refill_length(self.decoding.window)
+        for row in refilled:
+            live[row].window = live[row].window[-keep:]
+        self._encode([live[row] for row in refilled], refilled)
 
 
 def generate(model: GPT, tokenizer: CharTokenizer, prompt: str, length: int, temperature: float = 0.8,
