@@ -16,6 +16,7 @@ from toystory_gpt import __main__ as cli
 from toystory_gpt import api, hub, onnx_decode
 from toystory_gpt.api import GenerateRequest, InvalidRequest
 from toystory_gpt.onnx_decode import OnnxDecoding
+from toystory_gpt.serving.engine import TICKS_PER_TURN
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=3)
 IDLE_TIMEOUT = 30  # seconds; bounds a hang, measures nothing
@@ -92,7 +93,7 @@ def test_stream_grows_every_text_together_in_ladder_order(service):
         assert [texts[n - 1] for n in (1, 3, 4, 6, 7)] == [""] * 5
         assert all(later[n - 1].startswith(texts[n - 1]) for n in (2, 5, 8))  # each text only ever grows
         lengths = [len(texts[n - 1]) for n in (2, 5, 8)]
-        assert max(lengths) - min(lengths) <= 1  # one character each per tick: never more than one apart
+        assert max(lengths) - min(lengths) <= TICKS_PER_TURN  # never more than one turn apart
     # Live: texts were shown part-written, all three at once.
     assert any(all(0 < len(texts[n - 1]) < 300 for n in (2, 5, 8)) for texts in updates)
 
