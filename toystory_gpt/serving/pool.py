@@ -168,17 +168,16 @@ class Pool:
             return
         # The cache holds every token but the newest: a full cache has no slot left for it.
         full = self.cache.lengths[:n] >= self.decoding.window
-        pos = np.minimum(self.cache.lengths[:n], self.decoding.window - 1)  # a full row's step is discarded
-        if not full.any():
+        pos = np.minimum(self.cache.lengths[:n], self.decoding.window - 1)  # keeps a full row's (discarded) step valid
+        stepped = np.flatnonzero(~full)
+        if stepped.size:
             logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
-            self.cache.append(np.arange(n), new_keys, new_values)
-            self.logits[:n] = logits
+            if stepped.size < n:  # the full rows' step is discarded: they are encoded again below
+                logits, new_keys, new_values = logits[stepped], new_keys[:, stepped], new_values[:, stepped]
+            self.cache.append(stepped, new_keys, new_values)
+            self.logits[stepped] = logits
+        if stepped.size == n:
             return
-        if not full.all():
-            logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
-            stepped = np.flatnonzero(~full)
-            self.cache.append(stepped, new_keys[:, stepped], new_values[:, stepped])
-            self.logits[stepped] = logits[stepped]
         refilled = np.flatnonzero(full)
         keep = refill_length(self.decoding.window)
         for row in refilled:
