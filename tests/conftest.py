@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,6 @@ from hypothesis import settings
 
 from toystory_gpt.model import GPT
 from toystory_gpt.ui.page import free_port
-
-# The fuzz tests pass 5,000-digit integers: pytest must be able to print any object that holds one when it
-# reports a failure or an exception ignored during garbage collection (its report would fail otherwise).
-sys.set_int_max_str_digits(0)
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"

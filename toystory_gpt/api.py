@@ -101,7 +101,9 @@ def _choice_number(value):
 def _milestone_number(value):
     number = _choice_number(value)
     if not 1 <= number <= len(ladders.LADDER):  # the ladder's length is read now: tests may extend it
-        raise PydanticCustomError("milestone_range", "not a milestone", {"value": number})
+        # The context holds the number already worded: pydantic prints its context, and Python refuses to print an
+        # integer of more than 4,300 digits.
+        raise PydanticCustomError("milestone_range", "not a milestone", {"shown": shown(number)})
     return number
 
 
@@ -232,9 +234,9 @@ def _explain(model: type[BaseModel], error: dict) -> str:
             return f"milestones must be a list of milestone numbers 1-{top}, got {shown(value)}"
         if kind == "no_milestone":
             return "Choose at least one milestone to compare."
-        got = error.get("ctx", {}).get("value", value)
+        got = error.get("ctx", {}).get("shown") or shown(value)
         return f"each milestone must be {'a whole number ' if kind == 'whole_number' else ''}from 1 to {top}, " \
-               f"got {shown(got)}"
+               f"got {got}"
     if field in ("prompt", "text"):
         if kind in ("string_too_long", "too_long"):
             return f"{field} is {len(value):,} characters long; the limit is {_limits(model, field)[1]:,}"
