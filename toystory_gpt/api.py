@@ -305,9 +305,8 @@ class Service:
         return "".join(dict.fromkeys(found))
 
     def submit(self, request: GenerateRequest) -> Generation:
-        tokenizers = {n: self.models.saved[n].tokenizer for n in request.milestones}
-        return self.engine.submit(tokenizers, request.prompt, request.length, request.temperature, request.top_k,
-                                  request.seed, request.step)
+        return self.engine.submit(request.milestones, request.prompt, request.length, request.temperature,
+                                  request.top_k, request.seed, request.step)
 
     @staticmethod
     def in_ladder_order(texts: dict[int, str]) -> list[str]:

@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+from collections.abc import Iterable
 
 import torch
 
@@ -119,14 +120,14 @@ class Engine:
         for number in numbers:
             self.pool(number)
         if numbers:
-            self.submit({n: self.models.saved[n].tokenizer for n in numbers}, "", 2, 0.8, 0, 0).result()
+            self.submit(numbers, "", 2, 0.8, 0, 0).result()
 
-    def submit(self, tokenizers: dict, prompt: str, length: int, temperature: float, top_k: int, seed: int,
+    def submit(self, numbers: Iterable[int], prompt: str, length: int, temperature: float, top_k: int, seed: int,
                step: int | None = None) -> Generation:
-        """Start writing ``length`` characters after ``prompt`` with each milestone in ``tokenizers`` (number ->
-        its tokenizer), each from its own generator seeded with ``seed``; return the growing ``Generation``."""
-        sequences = {n: Sequence.start(tokenizer, prompt, length, temperature, top_k, seed)
-                     for n, tokenizer in tokenizers.items()}
+        """Start writing ``length`` characters after ``prompt`` with each loaded milestone in ``numbers``, each
+        from its own generator seeded with ``seed``; return the growing ``Generation``."""
+        sequences = {n: Sequence.start(self.models.saved[n].tokenizer, prompt, length, temperature, top_k, seed)
+                     for n in numbers}
         generation = Generation(sequences)
         pools = {n: self.pool(n, step) for n in sequences}
         with self._wake:
