@@ -62,7 +62,7 @@ def measure(models: dict, runs: int) -> dict:
         return view.rows_html(view.rows(models, req, surprises, True, lenses), slot, True)
 
     def click():  # every model at one slot, with its attention and lens, and the cards drawn
-        looks = [analysis.look_at(models[key], req.text, slot) for key in req.milestones]
+        looks = analysis.look(models, req, slot)
         return view.bars_html(models, req, slot, looks), view.lens_html(models, req, slot, looks)
 
     return {

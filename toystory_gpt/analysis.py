@@ -66,6 +66,10 @@ class Request:
     temperature: float = 0.0     # the sampling knobs, for next_chars
     top_k: int = 0
 
+    def truth(self, slot: int) -> str | None:
+        """The character the models should guess at ``slot``; None after the end of the text."""
+        return self.text[slot] if slot < len(self.text) else None
+
 
 @dataclass
 class Surprise:
@@ -288,8 +292,7 @@ def next_chars(models: Mapping, req: Request, k: int, position: int | None = Non
     """/next_chars: per milestone the top-k next characters at a slot (default: after the whole text)."""
     slot = slot_of(req, position)
     k = _within(k, "k", 1, min(models[key].model.config.vocab_size for key in req.milestones))
-    truth = req.text[slot] if slot < len(req.text) else None
-    entries = [next_chars_entry(models[seen.milestone], seen, truth, req.temperature, req.top_k, k)
+    entries = [next_chars_entry(models[seen.milestone], seen, req.truth(slot), req.temperature, req.top_k, k)
                for seen in look(models, req, slot, insides=False)]
     return {"text": req.text, "dropped": req.dropped, "position": slot, "temperature": req.temperature,
             "top_k": req.top_k, "milestones": entries}

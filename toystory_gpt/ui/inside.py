@@ -104,7 +104,7 @@ CSS = """
 def position_views(models: dict, state: dict, layer: str, head: str, heat) -> tuple[str, str, str, str]:
     """Bars, attention rows, heatmap and lens at the slot in ``state``: one forward pass per model, no rescoring."""
     req, slot = analysis.Request(**state["request"]), state["slot"]
-    looks = [analysis.look_at(models[key], req.text, slot) for key in req.milestones]
+    looks = analysis.look(models, req, slot)
     heat_look = next((seen for seen in looks if seen.milestone == heat), None)
     return (view.bars_html(models, req, slot, looks), view.attention_html(models, req, looks, layer, head),
             view.heatmap_html(models, req, heat_look, layer, head), view.lens_html(models, req, slot, looks))

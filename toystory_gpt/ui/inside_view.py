@@ -247,16 +247,12 @@ def rows_html(shown: Sequence[Row], selected: int | None, gains: bool) -> str:
 
 
 def heading_html(req: analysis.Request, slot: int) -> str:
-    before = req.text[max(0, slot - 30):slot]
-    target = (f"character {slot + 1} of {len(req.text)}, {html.escape(quoted(req.text[slot]))}"
-              if slot < len(req.text) else "the character after the text")
+    before, truth = req.text[max(0, slot - 30):slot], req.truth(slot)
+    target = (f"character {slot + 1} of {len(req.text)}, {html.escape(quoted(truth))}"
+              if truth is not None else "the character after the text")
     return (f'<p class="ins-heading"><b>Predicting {target}</b> after “{html.escape("".join(map(glyph, before)))}”. '
             f'Blue: the model\'s own probability; amber: as sampling would draw it at this temperature and top-k '
             f'(greyed: cut by top-k).</p>')
-
-
-def _truth(req: analysis.Request, slot: int) -> str | None:
-    return req.text[slot] if slot < len(req.text) else None
 
 
 def bars_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[analysis.Look]) -> str:
@@ -264,7 +260,7 @@ def bars_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[
     cards = []
     for seen in looks:
         saved = models[seen.milestone]
-        entry = analysis.next_chars_entry(saved, seen, _truth(req, slot), req.temperature, req.top_k, BARS)
+        entry = analysis.next_chars_entry(saved, seen, req.truth(slot), req.temperature, req.top_k, BARS)
         listed = entry["chars"]
         true = entry.get("true_next")
         summary = ""
@@ -314,11 +310,12 @@ def lens_steps(saved: SavedModel, seen: analysis.Look, truth: str | None) -> lis
 def lens_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[analysis.Look]) -> str:
     """For every deep model, what its stream predicts at the slot after each block: where in depth it gets it."""
     cards = []
+    truth = req.truth(slot)
     for seen in looks:
         if seen.lens is None:
             continue
         saved = models[seen.milestone]
-        steps = lens_steps(saved, seen, _truth(req, slot))
+        steps = lens_steps(saved, seen, truth)
         first = next((s.after for s in steps if s.truth and s.truth[2] == 1), None)
         lines = []
         for step in steps:
@@ -327,7 +324,6 @@ def lens_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[
             where = "embeddings" if step.after == 0 else f"block {step.after}"
             mark = ' class="ins-first"' if step.after == first else ""
             lines.append(f'<tr{mark}><td>{where}</td>{true}<td class="ins-guesses">{guesses}</td></tr>')
-        truth = _truth(req, slot)
         head = (f"<th>p({html.escape(quoted(truth))})</th><th>rank</th>" if truth is not None else "")
         found = (f"first ranked first after {'the embeddings' if first == 0 else f'block {first}'}"
                  if first is not None else "never ranked first" if truth is not None else "")
