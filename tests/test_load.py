@@ -8,6 +8,7 @@ memory stays within RSS_GROWTH_BOUND. The server runs in this process (``app_url
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
 import time
@@ -101,23 +102,25 @@ def test_the_server_keeps_the_state_of_a_bounded_number_of_sessions(served_weigh
         demo.close()
 
 
-@pytest.fixture
-def tiny_queue_app(served_weights, monkeypatch):
-    """The app with a queue of one and SLOTS generations at once, whose generations wait at a gate: the queue's
-    state is then certain, not timed."""
+@contextlib.contextmanager
+def gated_app(served_weights, monkeypatch, slots: int, queue_size: int):
+    """The app with an engine of ``slots`` rows per model and a queue of ``queue_size``, whose generations wait at
+    a gate once started: which requests run and which wait is then certain, not timed."""
     gate, started = threading.Event(), threading.Semaphore(0)
     real_stream = api.Service.stream
 
     async def gated_stream(self, request, interval):
         started.release()
-        await asyncio.to_thread(gate.wait, REQUEST_TIMEOUT)  # the server's event loop stays free meanwhile
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while not gate.is_set() and time.monotonic() < deadline:  # holding no thread, the event loop free
+            await asyncio.sleep(0.01)
         async for texts in real_stream(self, request, interval):
             yield texts
 
-    monkeypatch.setattr(page, "QUEUE_SIZE", 1)
+    monkeypatch.setattr(page, "QUEUE_SIZE", queue_size)
     monkeypatch.setattr(api.Service, "stream", gated_stream)
     models = serving.Models.from_folder(served_weights)
-    service = api.Service(models, serving.Engine(models, capacity=SLOTS))
+    service = api.Service(models, serving.Engine(models, capacity=slots))
     demo = app.build_app(served_weights, service)
     _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -126,6 +129,13 @@ def tiny_queue_app(served_weights, monkeypatch):
         gate.set()
         demo.close()
         service.close()
+
+
+@pytest.fixture
+def tiny_queue_app(served_weights, monkeypatch):
+    """The app with a queue of one and SLOTS generations at once."""
+    with gated_app(served_weights, monkeypatch, SLOTS, 1) as gated:
+        yield gated
 
 
 def wait_until(condition, what: str) -> None:
@@ -163,3 +173,21 @@ def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, se
     finally:
         for client in clients:
             client.close()
+
+
+def test_the_app_runs_as_many_generations_at_once_as_its_engine_has_rows(served_weights, monkeypatch):
+    # Gradio runs at most `max_threads` events at once, whatever an event's own concurrency limit: a class
+    # larger than that would wait in Gradio's queue, one small batch after another, instead of sharing the
+    # engine's batched steps.
+    rows = 12
+    with gated_app(served_weights, monkeypatch, rows, rows) as (url, gate, started):
+        clients = [Client(url, verbose=False) for _ in range(rows)]
+        try:
+            jobs = [client.submit(**inputs(i, 0), api_name="/generate") for i, client in enumerate(clients)]
+            for i in range(rows):  # the gate holds the started ones far longer than this waits
+                assert started.acquire(timeout=REQUEST_TIMEOUT / 5), f"only {i} of {rows} generations started at once"
+            gate.set()
+            assert all(len(job.result(timeout=REQUEST_TIMEOUT)) == len(LADDER.milestones) for job in jobs)
+        finally:
+            for client in clients:
+                client.close()

@@ -24,8 +24,10 @@ TABS = (compare, inside, training, about)
 # Visitors waiting for a free slot of the engine (its capacity are served at once): past this many, they are
 # told the app is busy instead of queueing for minutes.
 QUEUE_SIZE = 64
-# Worker threads for the synchronous events (the Inside views); generation is async and holds none.
-MAX_THREADS = 8
+# Gradio runs at most ``max_threads`` events at once, async ones included, whatever each event's own limit:
+# room for a visitor per engine slot, plus this many synchronous events (the Inside views, the Training tab's
+# rewind), which each hold a worker thread.
+VIEW_THREADS = 8
 # Visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB.
 SESSIONS_KEPT = 1000
 
@@ -110,14 +112,15 @@ def build_app(weights_dir: Path, service: api.Service | None = None) -> gr.Block
             with gr.Tab(tab.TITLE, elem_id=f"{tab.__name__.rsplit('.', 1)[-1]}-tab"):
                 tab.build(context)
     demo.queue(max_size=QUEUE_SIZE)
+    demo.max_threads = service.engine.capacity + VIEW_THREADS  # what ``launch`` passes on
     return demo
 
 
 def launch(app: gr.Blocks, **server):
     """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT
-    sessions."""
+    sessions and running as many events at once as ``build_app`` made room for."""
     return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT,
-                         "max_threads": MAX_THREADS, **server})
+                         "max_threads": app.max_threads, **server})
 
 
 def free_port() -> int:
