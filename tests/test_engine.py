@@ -17,6 +17,7 @@ from toystory_gpt.decoding import KVCache, TorchDecoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.serving import Engine, GenerationError, Models
 from toystory_gpt.serving.engine import TICKS_PER_TURN
+from toystory_gpt.serving.pool import ENCODE_ROWS, Pool, Sequence, generate
 
 ALL = [m.number for m in LADDER.milestones]
 BATCHES = range(1, 65)  # every size the engine runs, up to its capacity
@@ -73,6 +74,28 @@ def test_encoding_windows_together_gives_each_the_bits_it_gets_alone(service, mi
         alone = decoding.encode(windows[row:row + 1])
         np.testing.assert_array_equal(alone[0][0], together[0][row])
         np.testing.assert_array_equal(alone[1][:, 0], together[1][:, row])
+
+
+def test_many_joining_at_once_are_encoded_a_few_at_a_time_and_write_what_they_write_alone(service, monkeypatch):
+    saved = service.models.saved[8]
+    decoding = service.models.decoding(8)
+    sizes, real_encode = [], decoding.encode
+
+    def encode(windows):
+        sizes.append(len(windows))
+        return real_encode(windows)
+
+    monkeypatch.setattr(decoding, "encode", encode)
+    pool = Pool(decoding, capacity=3 * ENCODE_ROWS + 1)
+    crowd = [Sequence.start(saved.tokenizer, "WOODY:", 140, 0.8, 0, seed) for seed in range(pool.capacity)]
+    for sequence in crowd:
+        pool.join(sequence)
+    while pool.busy:
+        pool.tick()
+    # The prompts, and the windows refilled together once full, went in calls of at most ENCODE_ROWS.
+    assert max(sizes) == ENCODE_ROWS and sum(sizes) > pool.capacity
+    assert ["".join(s.text) for s in crowd] == [generate(saved.model, saved.tokenizer, "WOODY:", 140, 0.8, 0, seed,
+                                                         decoding) for seed in range(pool.capacity)]
 
 
 def test_twenty_seeds_write_the_same_texts_alone_and_in_a_crowd(service):

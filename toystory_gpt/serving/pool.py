@@ -20,6 +20,10 @@ from ..model import GPT
 from ..sampler import START, pick
 from ..tokenizer import CharTokenizer
 
+# The most windows encoded in one call. ONNX Runtime keeps, per model, the memory its largest call needed, which
+# grows with the rows encoded at once; past a few rows, encoding more together saves little time.
+ENCODE_ROWS = 8
+
 
 @dataclass(eq=False)
 class Sequence:
@@ -132,10 +136,15 @@ class Pool:
         self._in_hand = []
 
     def _encode(self, group: list[Sequence], rows: np.ndarray) -> None:
-        logits, keys, values = self.decoding.encode(np.array([s.window for s in group], dtype=np.int64))
-        if self.cache is not None:
-            self.cache.fill(rows, keys, values)
-        self.logits[rows] = logits
+        """Encode the windows (of one length) of ``group`` into ``rows``, ENCODE_ROWS at a time: a window's bits
+        do not depend on the others encoded with it, and the runtime keeps, per model, the memory its largest
+        encode needed."""
+        for start in range(0, len(group), ENCODE_ROWS):
+            chunk, at = group[start:start + ENCODE_ROWS], rows[start:start + ENCODE_ROWS]
+            logits, keys, values = self.decoding.encode(np.array([s.window for s in chunk], dtype=np.int64))
+            if self.cache is not None:
+                self.cache.fill(at, keys, values)
+            self.logits[at] = logits
 
     def _write(self) -> None:
         n = len(self.live)
