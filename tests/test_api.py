@@ -112,11 +112,36 @@ def test_closing_the_stream_frees_the_engine_at_once(service):
         stream = service.stream(request, interval=0.001)
         texts = await anext(stream)
         assert service.engine.active == 3  # still writing
-        await stream.aclose()  # what Stop or a closed tab does
+        await stream.aclose()  # what a closed tab does
         return texts
 
     texts = asyncio.run(first_update_then_close())
     assert all(len(texts[n - 1]) < api.MAX_LENGTH for n in (2, 5, 8))
+    wait_until_idle(service)
+
+
+def test_stop_ends_its_owners_stream_with_the_texts_so_far_and_no_other(service):
+    long = service.generate_request(**{**GOOD, "length": api.MAX_LENGTH})
+    other = service.generate_request(**{**GOOD, "length": 600, "seed": 4})
+
+    async def read(stream):
+        return [texts async for texts in stream]
+
+    async def one_visitor_stops():
+        mine = service.stream(long, interval=0.001, owner="me")
+        await anext(mine)  # writing
+        rest = asyncio.ensure_future(read(mine))
+        theirs = asyncio.ensure_future(read(service.stream(other, interval=0.001, owner="them")))
+        assert await service.stop("me") == 1
+        assert rest.done()  # stop returns once the stream has sent its last update and ended
+        assert await service.stop("me") == 0 and await service.stop("nobody") == 0
+        return (await rest)[-1], (await theirs)[-1]
+
+    mine, theirs = asyncio.run(one_visitor_stops())
+    full = service.run(long)
+    for n in (2, 5, 8):  # stopped part-way: what it had written, which is how the full text begins
+        assert len(mine[n - 1]) < api.MAX_LENGTH and full[n - 1].startswith(mine[n - 1])
+    assert theirs == service.run(other)  # the other visitor's stream ran to its end
     wait_until_idle(service)
 
 

@@ -37,8 +37,32 @@ WATCH_CARDS = """async ([numbers, length]) => {
 }"""
 
 
-def open_app(browser, url: str, width: int = 1400):
+# A connection whose event stream lags behind the page's other requests by ``window.streamLag`` ms (0 until
+# set), as through a buffering proxy: every chunk of /queue/data reaches the page that much later, in order.
+LAGGING_STREAM = """(() => {
+  const realFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const response = await realFetch(...args);
+    if (!String(args[0]?.url ?? args[0]).includes('/queue/data') || !response.body) return response;
+    const reader = response.body.getReader();
+    const body = new ReadableStream({start(controller) {
+      (async () => {
+        for (;;) {
+          const {value, done} = await reader.read();
+          setTimeout(() => done ? controller.close() : controller.enqueue(value), window.streamLag || 0);
+          if (done) return;
+        }
+      })();
+    }});
+    return new Response(body, {status: response.status, statusText: response.statusText, headers: response.headers});
+  };
+})();"""
+
+
+def open_app(browser, url: str, width: int = 1400, init_script: str | None = None):
     page = browser.new_page(viewport={"width": width, "height": 900})
+    if init_script:
+        page.add_init_script(init_script)
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.wait_for_selector("#generate")
@@ -83,7 +107,8 @@ def test_all_eight_stream_together_then_training_tab_plots(browser, app_url, rec
     page.close()
 
 
-def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
+@pytest.mark.parametrize("stream_lag_ms", [0, 400])
+def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch, stream_lag_ms):
     # The app runs in this process: slow its engine down so that Stop surely lands mid-generation, however fast
     # the tiny test models are, and note every pool that ticks and every sequence it writes.
     real_tick = serving.Pool.tick
@@ -101,13 +126,14 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
             return not any(pool.busy for pool in pools)
 
     monkeypatch.setattr(serving.Pool, "tick", slow_tick)
-    page = open_app(browser, app_url)
+    page = open_app(browser, app_url, init_script=LAGGING_STREAM)
     # 1-7 left, so milestone 1's card shows progress
     page.locator("#milestones").get_by_label(LADDER.milestones[-1].label, exact=True).uncheck()
     page.locator("#length input[type=number]").fill("2000")
     page.locator("#length input[type=number]").press("Enter")
     page.click("#generate")
     page.wait_for_function("() => document.querySelector('#text-1 textarea').value.length > 20")
+    page.evaluate(f"() => {{ window.streamLag = {stream_lag_ms}; }}")  # only now: it would delay the page's start
     page.click("#stop")
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while not idle():
@@ -117,9 +143,13 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch):
     with lock:
         assert len(sequences) == 7 and all(s.cancelled and len(s.text) < 2000 for s in sequences)
         written = {id(s): len(s.text) for s in sequences}
-    # ...and the page knows it: the text's progress tracker is hidden again.
+    # ...and the page knows it: the text's progress tracker is hidden again, and stays so once the lagging
+    # stream has caught up (Gradio's /cancel of a running stream sent a late, empty completion: "Error").
     page.wait_for_function("() => document.querySelector('#text-1 [data-testid=status-tracker]')"
                            ".classList.contains('hide')")
+    page.wait_for_timeout(2 * stream_lag_ms + 500)
+    trackers = page.locator("[id^=text-] [data-testid=status-tracker]")
+    assert trackers.count() == 7 and all("hide" in c for c in trackers.evaluate_all("ts => ts.map(t => t.className)"))
     assert 20 < len(card_text(page, 1)) < 2000
     with lock:
         assert {id(s): len(s.text) for s in sequences} == written  # and the server wrote nothing since

@@ -10,6 +10,7 @@ for the person who sent it, which input is wrong, what it must be and what came 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import reprlib
@@ -262,6 +263,7 @@ class Service:
         self.models = models
         self.engine = engine or Engine(models)
         self.streaming = 0  # streams open now (they all run on one event loop: no lock needed)
+        self._owned: dict[str, dict[Generation, asyncio.Event]] = {}  # owner -> its streams, each with its end
 
     @classmethod
     def from_folder(cls, weights_dir) -> Service:
@@ -320,15 +322,17 @@ class Service:
         finally:
             generation.cancel()
 
-    async def stream(self, request: GenerateRequest, interval: float) -> AsyncIterator[list[str]]:
+    async def stream(self, request: GenerateRequest, interval: float,
+                     owner: str | None = None) -> AsyncIterator[list[str]]:
         """The texts as they grow, at most one update per ``interval`` seconds (less often while many stream: every
         update costs the server the same, so all of them together make at most ``UPDATES_PER_SECOND``), and the
-        finished texts last. Closing the iterator early (Stop, a closed tab) cancels the generation: its rows are
-        free at once."""
-        import asyncio
-
+        finished texts last. ``stop(owner)`` ends it early as if written: the texts so far are the last update.
+        Closing the iterator early (a closed tab) cancels the generation too. Either way its rows are free at once."""
         generation = self.submit(request)
         done = asyncio.wrap_future(generation.done)
+        ended = asyncio.Event()
+        if owner is not None:
+            self._owned.setdefault(owner, {})[generation] = ended
         self.streaming += 1
         try:
             shown_texts = None
@@ -343,6 +347,25 @@ class Service:
         finally:
             self.streaming -= 1
             generation.cancel()
+            if owner is not None:
+                streams = self._owned[owner]
+                del streams[generation]
+                if not streams:
+                    del self._owned[owner]
+            ended.set()
+
+    async def stop(self, owner: str, timeout: float = 10.0) -> int:
+        """Stop every stream of ``owner`` (one visitor's page) and wait, at most ``timeout`` seconds, until each
+        has sent its last update and ended; returns how many there were."""
+        streams = dict(self._owned.get(owner, {}))
+        for generation in streams:
+            generation.cancel()
+        if streams:
+            waits = [asyncio.ensure_future(ended.wait()) for ended in streams.values()]
+            _, late = await asyncio.wait(waits, timeout=timeout)
+            for wait in late:
+                wait.cancel()
+        return len(streams)
 
     # ---- the Inside views: single forward passes over the same loaded models
     def read(self, request: TextRequest | AttentionRequest | LensRequest, temperature: float = 0.0,

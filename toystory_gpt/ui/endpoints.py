@@ -38,8 +38,8 @@ def generate(service: api.Service):
     """The ``/generate`` handler: an async generator, so a waiting visitor holds no thread while the engine
     writes; it yields all eight texts in one update, at most every UPDATE_INTERVAL seconds."""
 
-    async def generate(milestones, prompt, length, temperature, top_k, seed,
-                       step=api.FINAL) -> AsyncIterator[list[str]]:
+    async def generate(milestones, prompt, length, temperature, top_k, seed, step=api.FINAL,
+                       visitor: gr.Request | None = None) -> AsyncIterator[list[str]]:
         """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
         ``step``; returns one text per milestone of the ladder, in order ("" where not chosen)."""
         with answered():
@@ -50,10 +50,25 @@ def generate(service: api.Service):
             if dropped := service.dropped(request):
                 gr.Warning(f"Left out characters the models have never seen: "
                            f"{html.escape(shown_characters(dropped))}")
-            async for texts in service.stream(request, UPDATE_INTERVAL):
+            owner = visitor.session_hash if visitor is not None else None
+            async for texts in service.stream(request, UPDATE_INTERVAL, owner):
                 yield texts
 
     return generate
+
+
+def stop(service: api.Service):
+    """The Stop button's handler: ends the page's generations on the server, each with its texts so far as its
+    last update, so the page sees them finish as if written.
+
+    Gradio's own ``cancels=`` alone is not enough for a running stream: its ``/cancel`` completes the event
+    with an empty message that, when the event stream lags the page's requests, reaches the page after the
+    page has marked the event cancelled and shows "Error" on every card."""
+
+    async def stop(visitor: gr.Request) -> None:
+        await service.stop(visitor.session_hash)
+
+    return stop
 
 
 def register_views(service: api.Service) -> None:
