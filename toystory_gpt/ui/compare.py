@@ -100,7 +100,8 @@ def build(context) -> None:
                   inputs=[chosen, prompt, length, temperature, top_k, seed, step],
                   outputs=texts, api_name="generate", preprocess=False,  # api.GenerateRequest checks raw input
                   show_progress="minimal", concurrency_limit=service.engine.capacity)
-    # Stop ends a running generation on the server; the cancel after it removes one still waiting in the queue.
+    # Stop ends a running generation on the server (see endpoints.stop); the cancel after it is Gradio's, for a
+    # request still waiting in the queue or still being checked, which no stream stands for yet.
     stop.click(endpoints.stop(service), queue=False, api_visibility="private").then(None, cancels=[event])
     chosen.change(show_cards, chosen, cards, api_visibility="private", queue=False)
     context.shared.update(prompt=prompt, texts=texts)
