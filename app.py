@@ -6,13 +6,20 @@
 
 On a Hugging Face Space this file runs as is. ``demo`` serves ``$TOYSTORY_WEIGHTS`` (pinned with
 ``$TOYSTORY_WEIGHTS_REVISION``) or the repo's own ``weights/``; it is built on first use, so importing
-this module for ``build_app`` or ``launch`` loads no model.
+this module for ``build_app`` or ``launch`` loads no model. Generation runs on the CPU on any hardware,
+ZeroGPU included: it spends no visitor's GPU quota.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+
+# On ZeroGPU, `spaces` must come before torch: it patches torch at import and refuses to start once CUDA is
+# initialised. Elsewhere it changes nothing, and where it is not installed the app runs without it.
+with contextlib.suppress(ImportError):
+    import spaces  # noqa: F401
 
 from toystory_gpt import hub
 from toystory_gpt.ui.page import build_app, launch

@@ -1,4 +1,6 @@
-"""Publishing to the Hub, up to the HTTP layer: what is picked, what is refused, what is sent; a Space smoke test."""
+"""Publishing to the Hub, up to the HTTP layer: what is picked, what is refused, what is sent, on which hardware;
+a Space rehearsal. No real Hub is reachable here: ``HfApi``'s methods are replaced, and the Hub's refusals are
+the errors huggingface_hub itself raises for such answers."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx2
 import pytest
 from gradio_client import Client
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi, SpaceRuntime, constants, metadata_load
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import hf_raise_for_status
 
 from tests.conftest import ROOT, free_port
 from toystory_gpt import corpus, publish
@@ -60,18 +65,57 @@ def checkout(tmp_path, corpus_path) -> Path:
     return root
 
 
+def hub_error(status: int, path: str, message: str, **headers) -> HfHubHTTPError:
+    """The error huggingface_hub raises when the Hub answers a request to ``path`` with ``status`` and ``message``."""
+    request = httpx2.Request("POST", f"{constants.ENDPOINT}{path}")
+    try:
+        hf_raise_for_status(httpx2.Response(status, json={"error": message}, headers=headers, request=request))
+    except HfHubHTTPError as exc:
+        return exc
+    raise AssertionError(f"huggingface_hub raised nothing for {status}")
+
+
+class FakeHub:
+    """HfApi's methods that publishing calls, recorded instead of sent: ``calls`` holds (method, token, args,
+    kwargs). ``space``: the hardware of the Space already there (None: there is none); ``refusals``: the error
+    the Hub answers a method with."""
+    RESULTS = {"create_repo": "https://huggingface.co/spaces/you/toystory-gpt", "update_repo_settings": None,
+               "request_space_hardware": None, "add_space_variable": {},
+               "create_commit": SimpleNamespace(oid="c0ffee" * 6 + "beef")}
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple] = []
+        self.space: str | None = None
+        self.refusals: dict[str, HfHubHTTPError] = {}
+        for name in ["get_space_runtime", *self.RESULTS]:
+            def record(api, *args, _name=name, **kwargs):
+                self.calls.append((_name, api.token, args, kwargs))
+                return self.answer(_name, args)
+            monkeypatch.setattr(HfApi, name, record)
+
+    def answer(self, name: str, args: tuple):
+        if name in self.refusals:
+            raise self.refusals[name]
+        if name != "get_space_runtime":
+            return self.RESULTS[name]
+        if self.space is None:
+            raise hub_error(404, f"/api/spaces/{args[0]}/runtime", "Repository not found", **{"X-Error-Code":
+                                                                                               "RepoNotFound"})
+        return SpaceRuntime({"stage": "RUNNING", "hardware": {"current": self.space, "requested": self.space}})
+
+    def names(self) -> list[str]:
+        return [name for name, *_ in self.calls]
+
+
 @pytest.fixture
-def hub_calls(monkeypatch) -> list[tuple]:
+def hub(monkeypatch) -> FakeHub:
+    return FakeHub(monkeypatch)
+
+
+@pytest.fixture
+def hub_calls(hub) -> list[tuple]:
     """Every HfApi call publishing makes, recorded instead of sent: (method, token, args, kwargs)."""
-    calls = []
-    results = {"create_repo": "https://huggingface.co/spaces/you/toystory-gpt", "update_repo_settings": None,
-               "add_space_variable": {}, "create_commit": SimpleNamespace(oid="c0ffee" * 6 + "beef")}
-    for name, result in results.items():
-        def record(self, *args, _name=name, _result=result, **kwargs):
-            calls.append((_name, self.token, args, kwargs))
-            return _result
-        monkeypatch.setattr(HfApi, name, record)
-    return calls
+    return hub.calls
 
 
 @pytest.fixture
@@ -146,7 +190,7 @@ def test_dry_run_lists_every_file_and_the_total_and_calls_nothing(checkout, corp
     total = sum((checkout / name).stat().st_size for name in upload.files)
     assert f"{len(upload.files)} files, {publish._size(total)} in all" in out
     assert f"no {publish.RUN}-character run of {corpus_path}" in out
-    assert out.endswith("dry run: nothing was sent\n")
+    assert out.endswith("Space hardware zero-a10g\ndry run: nothing was sent\n")
     assert hub_calls == []
 
 
@@ -168,12 +212,11 @@ def test_space_upload_call_creates_a_private_gradio_space_and_sends_exactly_the_
     assert main(["publish", "space", "you/toystory-gpt", "--private", "--token", "hf_test",
                  "--corpus", str(corpus_path)]) == 0
     files = publish.space_upload("you/toystory-gpt", checkout, None, None).files
-    assert [call[:2] for call in hub_calls] == [("create_repo", "hf_test"), ("update_repo_settings", "hf_test"),
+    assert [call[:2] for call in hub_calls] == [("get_space_runtime", "hf_test"), ("create_repo", "hf_test"),
                                                 ("create_commit", "hf_test")]
-    (_, _, args, kwargs), (_, _, settings_args, settings), (_, _, commit_args, commit) = hub_calls
-    assert (args, kwargs) == (("you/toystory-gpt",), dict(repo_type="space", private=True, exist_ok=True,
-                                                           space_sdk="gradio"))
-    assert (settings_args, settings) == (("you/toystory-gpt",), dict(private=True, repo_type="space"))
+    _, (_, _, args, kwargs), (_, _, commit_args, commit) = hub_calls
+    assert (args, kwargs) == (("you/toystory-gpt",), dict(repo_type="space", private=True, space_sdk="gradio",
+                                                           space_hardware="zero-a10g"))
     repo_id, operations = commit_args
     assert repo_id == "you/toystory-gpt" and commit["repo_type"] == "space"
     assert [op.path_in_repo for op in operations] == files
@@ -187,10 +230,101 @@ def test_code_only_space_sets_its_variables_before_the_commit(checkout, monkeypa
                  "--weights-revision", "v1"]) == 0
     space = "you/toystory-gpt"
     assert [(name, args) for name, _, args, _ in hub_calls] == [
-        ("create_repo", (space,)), ("add_space_variable", (space, "TOYSTORY_WEIGHTS", "you/w")),
+        ("get_space_runtime", (space,)), ("create_repo", (space,)),
+        ("add_space_variable", (space, "TOYSTORY_WEIGHTS", "you/w")),
         ("add_space_variable", (space, "TOYSTORY_WEIGHTS_REVISION", "v1")),
         ("create_commit", (space, hub_calls[-1][2][1]))]
-    assert hub_calls[0][3]["private"] is None  # not asked for: the owner's default visibility
+    assert hub_calls[1][3]["private"] is None  # not asked for: the owner's default visibility
+
+
+@pytest.mark.parametrize("flag, hardware", [([], "zero-a10g"), (["--hardware", "cpu-basic"], "cpu-basic"),
+                                            (["--hardware", "t4-small"], "t4-small")])
+def test_a_new_space_is_created_on_the_hardware_asked_for(checkout, monkeypatch, hub, flag, hardware):
+    monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
+    assert main(["publish", "space", "you/toystory-gpt", "--token", "hf_test", *flag]) == 0
+    assert hub.names() == ["get_space_runtime", "create_repo", "create_commit"]
+    assert hub.calls[1][3]["space_hardware"] == hardware
+
+
+@pytest.mark.parametrize("before, requests", [("cpu-basic", ["request_space_hardware"]), ("zero-a10g", [])],
+                         ids=["moved", "already-there"])
+def test_an_existing_space_is_moved_to_the_hardware_before_any_file_is_sent(checkout, monkeypatch, capsys, hub,
+                                                                             before, requests):
+    monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
+    hub.space = before
+    assert main(["publish", "space", "you/toystory-gpt", "--token", "hf_test", "--private"]) == 0
+    # Asking for the hardware it already has would only restart it; visibility, then the files, come after.
+    assert hub.names() == ["get_space_runtime", *requests, "update_repo_settings", "create_commit"]
+    if requests:
+        assert hub.calls[1][2] == ("you/toystory-gpt", "zero-a10g")
+    assert "sent: https://huggingface.co/spaces/you/toystory-gpt (commit c0ffee" in capsys.readouterr().out
+
+
+def test_an_unknown_hardware_is_refused_listing_the_flavours_before_anything_is_sent(capsys, hub_calls):
+    with pytest.raises(SystemExit) as exited:
+        main(["publish", "space", "you/toystory-gpt", "--token", "hf_test", "--hardware", "a10g"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --hardware: invalid choice: 'a10g'" in err
+    assert all(f"'{flavour}'" in err for flavour in publish.HARDWARE) and "'zero-a10g'" in err
+    assert hub_calls == []
+
+
+# What the Hub answers and what the user is told to do. The first and fourth messages are the Hub's own (quoted in
+# gradio-app/gradio#3804 and ed-donner/agents#1469); the others are illustrative: whatever the Hub says is quoted.
+PRO_ONLY = ("Static Spaces are free for everyone, but hosting Gradio and Docker Spaces on free cpu-basic requires a "
+            "PRO subscription. Subscribe at https://huggingface.co/pro")
+BILLING = ("You must add a payment method to your account to upgrade your space's hardware. Visit your billing "
+           "settings to add one: https://huggingface.co/settings/billing")
+REFUSALS = {
+    "cpu-basic-needs-pro": (None, "cpu-basic", "create_repo", 402, PRO_ONLY,
+                            ["PRO (personal) or Team/Enterprise", "`--hardware zero-a10g`"]),
+    "zerogpu-account-too-new": (None, "zero-a10g", "create_repo", 403, "Your account cannot host ZeroGPU Spaces yet",
+                                ["verified e-mail address", "older than 30 days"]),
+    "zerogpu-two-space-limit": ("cpu-basic", "zero-a10g", "request_space_hardware", 402,
+                                "You have reached the maximum number of ZeroGPU Spaces",
+                                ["2 ZeroGPU Spaces on a free account, 10 on PRO"]),
+    "gpu-needs-billing": ("cpu-basic", "t4-small", "request_space_hardware", 403, BILLING,
+                          ["Paid hardware such as t4-small", "settings/billing", "`--hardware zero-a10g` (free)"]),
+    "token-cannot-write": (None, "zero-a10g", "create_repo", 401, "Invalid credentials in Authorization header",
+                           ["`hf auth login`", "write access"]),
+}
+
+
+@pytest.mark.parametrize("space, hardware, method, status, said, advice", REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_refused_hardware_is_one_clear_message_and_nothing_is_uploaded(checkout, monkeypatch, capsys, hub, space,
+                                                                         hardware, method, status, said, advice):
+    monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
+    hub.space = space
+    path = "/api/repos/create" if method == "create_repo" else "/api/spaces/you/toystory-gpt/hardware"
+    hub.refusals[method] = hub_error(status, path, said)
+    assert main(["publish", "space", "you/toystory-gpt", "--token", "hf_test", "--hardware", hardware,
+                 "--weights-repo", "you/w", "--private"]) == 1
+    assert hub.names()[-1] == method  # nothing after it: no visibility change, no variable, no file
+    captured = capsys.readouterr()
+    assert "sent:" not in captured.out
+    assert captured.err.count("error:") == 1
+    error = captured.err[captured.err.index("error:"):]
+    assert error.startswith(f"error: the Hub refused {hardware} for the Space you/toystory-gpt ({status}: {said}); "
+                            "nothing was uploaded. ")
+    assert all(part in error for part in advice), error
+
+
+def test_the_hub_failing_is_a_failure_not_a_refusal_and_still_nothing_is_uploaded(checkout, monkeypatch, capsys,
+                                                                                  hub):
+    monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
+    hub.refusals["create_repo"] = hub_error(503, "/api/repos/create", "Service Unavailable")
+    assert main(["publish", "space", "you/toystory-gpt", "--token", "hf_test"]) == 1
+    assert hub.names() == ["get_space_runtime", "create_repo"]
+    error = capsys.readouterr().err
+    assert "error: publishing to the space you/toystory-gpt failed: " in error and "refused" not in error
+
+
+def test_the_space_card_asks_for_a_python_zerogpu_runs_and_suggests_zerogpu():
+    card = metadata_load(ROOT / "README.md")
+    assert card["python_version"] in ("3.12", "3.12.12", "3.10", "3.10.13")  # ZeroGPU's Pythons (hub-docs, 2026)
+    assert card["suggested_hardware"] == publish.ZERO_GPU
+    assert card["sdk"] == "gradio" and card["app_file"] == "app.py"
 
 
 def test_model_upload_call_sends_the_weights_folder_to_a_model_repo(checkout, monkeypatch, capsys, hub_calls):
@@ -199,7 +333,7 @@ def test_model_upload_call_sends_the_weights_folder_to_a_model_repo(checkout, mo
     assert main(["publish", "model", "you/toystory-weights", "--weights", str(weights), "--commit-message", "v1"]) == 0
     (name, token, args, kwargs), (_, _, commit_args, commit) = hub_calls
     assert (name, token, args) == ("create_repo", "hf_env", ("you/toystory-weights",))
-    assert kwargs == dict(repo_type="model", private=None, exist_ok=True, space_sdk=None)
+    assert kwargs == dict(repo_type="model", private=None, exist_ok=True)
     assert commit == dict(commit_message="v1", repo_type="model")
     paths = [op.path_in_repo for op in commit_args[1]]
     assert "README.md" in paths and "milestone8/model.safetensors" in paths

@@ -1,6 +1,7 @@
 """Publish to the Hugging Face Hub: the app as a Space, the weights as a model repo, checked before anything is sent.
 
-    python -m toystory_gpt publish space OWNER/NAME [--weights-repo OWNER/NAME] [--private] [--dry-run]
+    python -m toystory_gpt publish space OWNER/NAME [--hardware zero-a10g] [--weights-repo OWNER/NAME] [--private]
+                                        [--dry-run]
     python -m toystory_gpt publish model OWNER/NAME [--weights DIR] [--private] [--dry-run]
 
 Neither ``git push`` nor a bare ``gradio deploy`` is safe here: the Hub refuses binaries pushed without
@@ -8,6 +9,9 @@ Xet/LFS, and ``gradio deploy`` uploads the whole folder, ``.venv/`` and the copy
 ``data/cache/`` included. So the files are picked from an allow-list, checked (by path, and for runs of
 screenplay text when the screenplay is on this machine), and exactly the checked list is sent in one
 commit through ``HfApi``, which stores binaries in the Hub's own storage.
+
+A Space is put on its hardware before any file is sent (created on it, or an existing one moved to it), so
+when the Hub refuses the hardware to the account nothing has been uploaded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, SpaceHardware, get_token
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 from tqdm import tqdm
 
@@ -39,6 +44,13 @@ HIDDEN = [".*", "*/.*"]
 # in corpus.py), in the committed model samples 21: a pasted paragraph is longer than 100, a line or two of a
 # well-trained model's sample shorter.
 RUN = 100
+# The Hub's hardware flavours. ZeroGPU ("zero-a10g", whatever GPU is behind it now) is the only one a free
+# personal account can host a Gradio Space on (2 of them); cpu-basic needs a PRO or Team plan, the rest billing.
+HARDWARE = [flavour.value for flavour in SpaceHardware]
+ZERO_GPU = SpaceHardware.ZERO_A10G.value
+FREE_CPU = SpaceHardware.CPU_BASIC.value
+# The Hub refusing the account a Space or its hardware: bad token, payment required, forbidden, a name taken meanwhile.
+REFUSED = (401, 402, 403, 409)
 _WHITESPACE = re.compile(r"(?:\s|\\[nrt])+")  # JSON's escaped line breaks count as whitespace too
 
 
@@ -54,6 +66,7 @@ class Upload:
     root: Path
     files: list[str]
     variables: dict[str, str] = field(default_factory=dict)  # a Space's environment, e.g. where its weights are
+    hardware: str | None = None  # a Space's hardware flavour, one of HARDWARE
 
     def size(self) -> int:
         """Total bytes sent."""
@@ -161,13 +174,62 @@ def check_weights(folder: Path) -> None:
         raise PublishError(f"no milestone folders in {folder}/ to publish; train them with `python train.py`")
 
 
-def send(upload: Upload, token: str, private: bool, message: str):
-    """Create the repo if needed, set its variables, and send exactly ``upload.files`` in one commit: (url, commit)."""
-    api = HfApi(token=token)
-    url = api.create_repo(upload.repo_id, repo_type=upload.repo_type, private=private or None, exist_ok=True,
-                          space_sdk="gradio" if upload.repo_type == "space" else None)
+def hardware_refusal(error: HfHubHTTPError, upload: Upload) -> str:
+    """What to do when the Hub refuses ``upload.hardware`` for the Space, from the HTTP status and the flavour."""
+    status = error.response.status_code
+    if status == 401:
+        advice = ("The token is not valid or may not write: log in again with `hf auth login` using a token with "
+                  "write access (https://huggingface.co/settings/tokens), or pass --token")
+    elif status == 409:
+        advice = "The Space appeared while this ran: run the command again to publish to it"
+    elif upload.hardware == ZERO_GPU:
+        advice = ("Hosting on ZeroGPU needs an account in good standing (a verified e-mail address, "
+                  "https://huggingface.co/settings/account, and an account older than 30 days) and a free slot "
+                  "(2 ZeroGPU Spaces on a free account, 10 on PRO: delete or move one, or upgrade at "
+                  "https://huggingface.co/subscribe/pro); for an organisation's Space, write access to it and "
+                  "a Team or Enterprise plan")
+    elif upload.hardware == FREE_CPU:
+        advice = (f"Gradio Spaces on {FREE_CPU} need a PRO (personal) or Team/Enterprise (organisation) plan, "
+                  f"https://huggingface.co/subscribe/pro; on a free account publish with `--hardware {ZERO_GPU}`")
+    else:
+        advice = (f"Paid hardware such as {upload.hardware} needs a payment method and credits, "
+                  f"https://huggingface.co/settings/billing; or publish with `--hardware {ZERO_GPU}` (free)")
+    said = error.server_message or str(error).splitlines()[0]
+    return (f"the Hub refused {upload.hardware} for the Space {upload.repo_id} ({status}: {said}); nothing was "
+            f"uploaded. {advice}.")
+
+
+def provide_space(api: HfApi, upload: Upload, private: bool) -> str:
+    """The Space on ``upload.hardware``: created on it, or an existing one moved to it. Its URL; PublishError with
+    what to do if the Hub refuses."""
+    try:
+        try:
+            runtime = api.get_space_runtime(upload.repo_id)
+        except RepositoryNotFoundError:
+            # Not exist_ok: on a Space created meanwhile, create_repo would return without asking for the hardware.
+            return api.create_repo(upload.repo_id, repo_type="space", space_sdk="gradio",
+                                   space_hardware=upload.hardware, private=private or None)
+        if (runtime.requested_hardware or runtime.hardware) != upload.hardware:  # asking again restarts it
+            api.request_space_hardware(upload.repo_id, upload.hardware)
+    except HfHubHTTPError as exc:
+        if exc.response.status_code not in REFUSED:
+            raise  # the Hub failing, not refusing: reported as any other failure
+        raise PublishError(hardware_refusal(exc, upload)) from exc
     if private:  # create_repo keeps an existing repo's visibility: make sure nothing lands in a public one
-        api.update_repo_settings(upload.repo_id, private=True, repo_type=upload.repo_type)
+        api.update_repo_settings(upload.repo_id, private=True, repo_type="space")
+    return f"{api.endpoint}/spaces/{upload.repo_id}"
+
+
+def send(upload: Upload, token: str, private: bool, message: str):
+    """Create the repo if needed (a Space on its hardware first), set its variables, and send exactly
+    ``upload.files`` in one commit, last: (url, commit)."""
+    api = HfApi(token=token)
+    if upload.repo_type == "space":
+        url = provide_space(api, upload, private)
+    else:
+        url = api.create_repo(upload.repo_id, repo_type=upload.repo_type, private=private or None, exist_ok=True)
+        if private:  # create_repo keeps an existing repo's visibility: make sure nothing lands in a public one
+            api.update_repo_settings(upload.repo_id, private=True, repo_type=upload.repo_type)
     for key, value in upload.variables.items():  # before the commit, so the build it triggers already sees them
         api.add_space_variable(upload.repo_id, key, value)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=upload.root / name) for name in upload.files]
@@ -175,20 +237,22 @@ def send(upload: Upload, token: str, private: bool, message: str):
     return url, commit
 
 
-def space_upload(repo_id: str, root: Path, weights_repo: str | None, weights_revision: str | None) -> Upload:
-    """The Space: the app's code, and either the committed weights or a model repo to fetch them from."""
+def space_upload(repo_id: str, root: Path, weights_repo: str | None, weights_revision: str | None,
+                 hardware: str = ZERO_GPU) -> Upload:
+    """The Space on ``hardware``: the app's code, and either the committed weights or a model repo to fetch them
+    from."""
     if weights_repo is None:
         if weights_revision:
             raise PublishError("--weights-revision pins a --weights-repo; without one the Space serves its weights/")
-        return Upload(repo_id, "space", root, select(root, SPACE_CODE + SPACE_WEIGHTS))
+        return Upload(repo_id, "space", root, select(root, SPACE_CODE + SPACE_WEIGHTS), hardware=hardware)
     variables = {hub.WEIGHTS_ENV: weights_repo} | ({hub.REVISION_ENV: weights_revision} if weights_revision else {})
-    return Upload(repo_id, "space", root, select(root, SPACE_CODE), variables)
+    return Upload(repo_id, "space", root, select(root, SPACE_CODE), variables, hardware)
 
 
 def prepare(args) -> Upload:
     """The upload the command line asks for, checked and listed; PublishError if it must not be sent."""
     if args.kind == "space":
-        upload = space_upload(args.repo_id, PROJECT_DIR, args.weights_repo, args.weights_revision)
+        upload = space_upload(args.repo_id, PROJECT_DIR, args.weights_repo, args.weights_revision, args.hardware)
         weights_dir = None if args.weights_repo else PROJECT_DIR / "weights"
     else:
         upload = Upload(args.repo_id, "model", Path(args.weights), select(Path(args.weights), ["*"]))
@@ -210,6 +274,8 @@ def prepare(args) -> Upload:
               f"no {RUN}-character run of {screenplay}")
     print(f"{upload.repo_type} {upload.repo_id}, from {upload.root}/:")
     print(upload.listing(), end="")
+    if upload.hardware:
+        print(f"Space hardware {upload.hardware}")
     for key, value in upload.variables.items():
         print(f"Space variable {key}={value}")
     return upload
@@ -231,6 +297,9 @@ def cmd_publish(args) -> int:
         return 2
     try:
         url, commit = send(upload, token, args.private, args.commit_message)
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # offline, bad token, no write access, rate limit...: one clear message for all
         print(f"error: publishing to the {upload.repo_type} {upload.repo_id} failed: {exc}", file=sys.stderr)
         return 1
@@ -252,6 +321,9 @@ def add_commands(subparsers) -> None:
     publish = subparsers.add_parser("publish", help="the app as a Hugging Face Space, or the weights as a model repo")
     kinds = publish.add_subparsers(dest="kind", required=True)
     space = kinds.add_parser("space", help="the app, its package and weights/ as a Gradio Space")
+    space.add_argument("--hardware", choices=HARDWARE, default=ZERO_GPU, metavar="FLAVOUR",
+                       help=f"what the Space runs on (default: {ZERO_GPU}, ZeroGPU, the one a free account can host; "
+                            f"{FREE_CPU} needs PRO, the others billing): {', '.join(HARDWARE)}")
     space.add_argument("--weights-repo", metavar="OWNER/NAME", type=repo_id,
                        help=f"send no weights: the Space serves this model repo (Space variable ${hub.WEIGHTS_ENV})")
     space.add_argument("--weights-revision", help=f"pin --weights-repo to a branch, tag or commit ({hub.REVISION_ENV})")
