@@ -213,10 +213,11 @@ def test_space_upload_call_creates_a_private_gradio_space_and_sends_exactly_the_
                  "--corpus", str(corpus_path)]) == 0
     files = publish.space_upload("you/toystory-gpt", checkout, None, None).files
     assert [call[:2] for call in hub_calls] == [("get_space_runtime", "hf_test"), ("create_repo", "hf_test"),
-                                                ("create_commit", "hf_test")]
-    _, (_, _, args, kwargs), (_, _, commit_args, commit) = hub_calls
+                                                ("update_repo_settings", "hf_test"), ("create_commit", "hf_test")]
+    _, (_, _, args, kwargs), (_, _, settings_args, settings), (_, _, commit_args, commit) = hub_calls
     assert (args, kwargs) == (("you/toystory-gpt",), dict(repo_type="space", private=True, space_sdk="gradio",
                                                            space_hardware="zero-a10g"))
+    assert (settings_args, settings) == (("you/toystory-gpt",), dict(private=True, repo_type="space"))
     repo_id, operations = commit_args
     assert repo_id == "you/toystory-gpt" and commit["repo_type"] == "space"
     assert [op.path_in_repo for op in operations] == files
@@ -355,18 +356,25 @@ def test_broken_weights_are_refused(checkout, capsys, hub_calls):
     assert hub_calls == []
 
 
+# The app's tabs, in order, as the Space shows them: a new tab joins this list.
+TABS = ["Compare", "Inside", "Training", "About"]
+
+
 @pytest.mark.slow  # starts the app in a subprocess
-def test_space_smoke_test_the_upload_set_alone_serves_all_eight(tmp_path):
-    upload = publish.space_upload("you/toystory-gpt", ROOT, None, None)
-    space = tmp_path / "space"
-    for name in upload.files:
+def test_space_rehearsal_the_listed_files_alone_started_as_a_space_serve_all_eight_and_every_tab(tmp_path, capsys):
+    assert main(["publish", "space", "you/toystory-gpt", "--dry-run"]) == 0
+    listed = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.startswith(" ")]
+    space = tmp_path / "space"  # a bare folder: no git checkout, no ../shared beside it, not this checkout's cwd
+    for name in listed:
         (space / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, space / name)
+    assert not (space / ".git").exists() and not (tmp_path / "shared").exists()
     port = free_port()
+    # As the Hub starts a Gradio Space: `python app.py` in the repo's folder, on the port it names; offline here.
     env = {key: value for key, value in os.environ.items()
-           if key not in ("PYTHONPATH", "TOYSTORY_WEIGHTS", "TOYSTORY_WEIGHTS_REVISION")}
-    env |= dict(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", GRADIO_SERVER_NAME="127.0.0.1",
-                GRADIO_SERVER_PORT=str(port))
+           if key not in ("PYTHONPATH", "TOYSTORY_WEIGHTS", "TOYSTORY_WEIGHTS_REVISION", "TOYSTORY_CORPUS")}
+    env |= dict(SYSTEM="spaces", SPACE_ID="you/toystory-gpt", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+                GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
     url = f"http://127.0.0.1:{port}/"
     with open(tmp_path / "space.log", "w+") as log:
         server = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -380,10 +388,14 @@ def test_space_smoke_test_the_upload_set_alone_serves_all_eight(tmp_path):
                     break
                 except OSError:
                     time.sleep(1)
-            texts = Client(url, verbose=False).predict(milestones=list(range(1, 9)), prompt="WOODY:", length=20,
-                                                       temperature=0.8, top_k=0, seed=0, api_name="/generate")
+            client = Client(url, verbose=False)
+            texts = client.predict(milestones=list(range(1, 9)), prompt="WOODY:", length=20, temperature=0.8,
+                                   top_k=0, seed=0, api_name="/generate")
+            tabs = [c["props"]["label"] for c in client.config["components"] if c["type"] == "tabitem"]
+            client.close()
         finally:
             server.kill()
             server.wait()
     assert len(texts) == 8 and all(texts), texts
+    assert tabs == TABS
     assert f"serving 8 of 8 milestones from {space / 'weights'}" in Path(log.name).read_text()  # the copy, not ROOT

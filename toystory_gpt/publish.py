@@ -201,7 +201,7 @@ def hardware_refusal(error: HfHubHTTPError, upload: Upload) -> str:
 
 def provide_space(api: HfApi, upload: Upload, private: bool) -> str:
     """The Space on ``upload.hardware``: created on it, or an existing one moved to it. Its URL; PublishError with
-    what to do if the Hub refuses."""
+    what to do if the Hub refuses (then nothing else was asked of it)."""
     try:
         try:
             runtime = api.get_space_runtime(upload.repo_id)
@@ -215,8 +215,6 @@ def provide_space(api: HfApi, upload: Upload, private: bool) -> str:
         if exc.response.status_code not in REFUSED:
             raise  # the Hub failing, not refusing: reported as any other failure
         raise PublishError(hardware_refusal(exc, upload)) from exc
-    if private:  # create_repo keeps an existing repo's visibility: make sure nothing lands in a public one
-        api.update_repo_settings(upload.repo_id, private=True, repo_type="space")
     return f"{api.endpoint}/spaces/{upload.repo_id}"
 
 
@@ -228,8 +226,8 @@ def send(upload: Upload, token: str, private: bool, message: str):
         url = provide_space(api, upload, private)
     else:
         url = api.create_repo(upload.repo_id, repo_type=upload.repo_type, private=private or None, exist_ok=True)
-        if private:  # create_repo keeps an existing repo's visibility: make sure nothing lands in a public one
-            api.update_repo_settings(upload.repo_id, private=True, repo_type=upload.repo_type)
+    if private:  # create_repo keeps an existing repo's visibility: make sure nothing lands in a public one
+        api.update_repo_settings(upload.repo_id, private=True, repo_type=upload.repo_type)
     for key, value in upload.variables.items():  # before the commit, so the build it triggers already sees them
         api.add_space_variable(upload.repo_id, key, value)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=upload.root / name) for name in upload.files]
