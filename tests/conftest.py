@@ -1,4 +1,5 @@
-"""Shared fixtures: the real screenplay from ../shared/data, a tiny trained ladder, and small untrained models."""
+"""Shared fixtures: the texts tests train on and parse (tests/data, shipped), the real screenplay where it is (never
+shipped), a tiny trained ladder, and small untrained models."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from toystory_gpt.ui.page import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "toy-story-1995-screenplay.txt"
+# What the quick ladder trains on, and a screenplay in the real one's layout: see tests/data/README.md.
+LADDER_TEXT = ROOT / "tests" / "data" / "tiny-shakespeare-excerpt.txt"
+SCREENPLAY_SAMPLE = ROOT / "tests" / "data" / "screenplay-sample.txt"
 
 
 # Property-based tests: the full count by default (make test, CI), a tenth in the edit loop (make test-fast).
@@ -70,18 +74,20 @@ def last_logits(model, ids) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def corpus_path() -> Path:
+    """The real screenplay, for the few tests about that file itself; the others parse SCREENPLAY_SAMPLE."""
     if not CORPUS.is_file():
-        pytest.skip(f"the screenplay is not at {CORPUS} (see ../shared/data/README.md)")
+        pytest.skip(f"the screenplay is not at {CORPUS} (see ../shared/data/README.md); it is never committed")
     return CORPUS
 
 
 @pytest.fixture(scope="session")
-def quick_weights(tmp_path_factory, corpus_path) -> Path:
-    """All eight milestones (and the ablation) trained with train.py --quick: real folders, in seconds."""
+def quick_weights(tmp_path_factory) -> Path:
+    """All eight milestones (and the ablation) trained with train.py --quick on LADDER_TEXT: real folders, in
+    seconds."""
     import train
 
     out = tmp_path_factory.mktemp("weights")
-    assert train.main(["--quick", "--out", str(out), "--corpus", str(corpus_path)]) == 0
+    assert train.main(["--quick", "--out", str(out), "--text", str(LADDER_TEXT)]) == 0
     return out
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from tests.conftest import TEST_VOCAB, small_model
+from tests.conftest import LADDER_TEXT, TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
 from toystory_gpt import analysis, api, corpus, sampler
 from toystory_gpt.api import InvalidRequest
@@ -73,8 +73,8 @@ def test_surprise_of_a_short_text_is_forwards_loss(service):
         assert row["bits_per_char"] * math.log(2) == pytest.approx(loss.item(), abs=1e-5)
 
 
-def test_mean_surprise_over_validation_text_is_evaluates_loss(service, corpus_path):
-    text = corpus.render(corpus.load_elements(corpus_path))
+def test_mean_surprise_over_validation_text_is_evaluates_loss(service):
+    text = corpus.load_text(str(LADDER_TEXT)).text  # what the quick ladder was trained on
     tokenizer = CharTokenizer.from_text(text)
     _, val = corpus.split(torch.tensor(tokenizer.encode(text).ids))
     models = service.models.saved

@@ -4,12 +4,13 @@ import threading
 
 import pytest
 
+from tests.conftest import SCREENPLAY_SAMPLE
 from toystory_gpt import corpus
 
 
 @pytest.fixture(scope="module")
-def elements(corpus_path):
-    return corpus.parse_screenplay(corpus.read_screenplay(corpus_path))
+def elements():
+    return corpus.parse_screenplay(corpus.read_screenplay(SCREENPLAY_SAMPLE))
 
 
 @pytest.fixture(scope="module")
@@ -17,55 +18,72 @@ def text(elements):
     return corpus.render(elements)
 
 
-def test_shared_copy_matches_the_pinned_checksum(corpus_path):
-    assert corpus.sha256_of(corpus_path) == corpus.CORPUS_SHA256
-
-
 def test_clean_text_has_no_layout_left(text):
     assert "\r" not in text
     assert "  " not in text
     assert all(line == line.strip() and line for line in text.splitlines())
-    assert "Screenplay by" not in text  # the title page is dropped
-    assert text.startswith("FADE IN:\nINT. ANDY'S BEDROOM\n")
+    assert "A short screenplay" not in text  # the title page is dropped
+    assert text.startswith("FADE IN:\nINT. SECONDHAND SHOP - NIGHT\n")
     assert text.endswith("FADE OUT.\nTHE END\n")
 
 
 def test_speeches_become_speaker_colon_dialogue(text, elements):
     lines = text.splitlines()
-    assert "ANDY: (pulling Woody's string) You saved the day again, Woody." in lines
-    assert "WOODY (VOICE BOX): Reach for the sky." in lines
-    # a word hyphenated across a line break is re-joined
-    assert any(line.startswith("ANDY (AS POTATO HEAD): Alright everyone, this is a stick-up!") for line in lines)
+    assert "PIP: (dazed) I was not asleep. I was resting my buttons." in lines
+    assert "OLIVE (O.S.): Hello? Is somebody back there?" in lines  # the cue kept whole
+    # a word hyphenated across a line break is re-joined; a hyphen inside a line stays
+    assert "MARGO: (hissing) Everyone go limp! Nobody move! This is a hold-up, and we are the ones being held!" in lines
+    assert "BRASS: (quietly) Twenty-two. But who is counting." in lines
     # every speech line starts with its speaker cue
     speeches = [e for e in elements if e.speaker]
-    assert len(speeches) > 800
+    assert len(speeches) == 33
     assert all(e.render().startswith(e.speaker + ": ") for e in speeches)
-    assert {"WOODY", "BUZZ", "SID", "REX", "HAMM"} <= {e.speaker for e in speeches}
+    assert {"MARGO", "BRASS", "PIP", "OLIVE", "TOMAS", "BRASS (V.O.)"} <= {e.speaker for e in speeches}
 
 
 def test_action_paragraphs_are_reflowed_and_headings_kept(text):
     lines = text.splitlines()
-    assert "INT. ANDY'S BEDROOM" in lines
-    assert "CUT TO:" in lines
-    assert any(line.startswith("A row of moving boxes lie on the floor of the room. They are drawn up in crayon")
-               for line in lines)
+    assert "INT. SECONDHAND SHOP - BACK ROOM - CONTINUOUS" in lines
+    assert "CUT TO:" in lines and "DISSOLVE TO:" in lines
+    assert "The wind-up mouse, MARGO, opens one eye." in lines  # capitals in action are not a cue
+    assert any(line.startswith("Rain ticks on the front window. Street light falls across a long wooden shelf "
+                               "crowded with old toys: a tin robot") for line in lines)
 
 
-def test_parsing_is_deterministic_and_ending_agnostic(corpus_path, text):
-    raw = corpus.read_screenplay(corpus_path)
-    assert corpus.clean_screenplay(raw) == text
-    assert corpus.clean_screenplay(raw.replace("\r", "\n")) == text
-    assert corpus.clean_screenplay(raw.replace("\r", "\r\n")) == text
+@pytest.mark.parametrize("ending", ["\n", "\r", "\r\n"], ids=["lf", "cr", "crlf"])
+def test_parsing_is_deterministic_and_ending_agnostic(text, ending):
+    raw = corpus.read_screenplay(SCREENPLAY_SAMPLE)
+    assert corpus.clean_screenplay(raw.replace("\n", ending)) == text
 
 
-def test_screenplay_record(corpus_path, elements):
-    record = corpus.load_screenplay(corpus_path).record
+def test_screenplay_record(elements):
+    record = corpus.load_screenplay(SCREENPLAY_SAMPLE).record
     assert record.characters == len(corpus.render(elements)) and record.lines == len(elements)
-    assert [name for name, _ in record.top_speakers[:2]] == ["WOODY", "BUZZ"]
+    # A speaker's lines count under the cue's base name: BRASS (V.O.) is BRASS.
+    assert record.top_speakers == (("MARGO", 10), ("BRASS", 8), ("PIP", 6), ("OLIVE", 6), ("TOMAS", 3))
     assert record.speeches == sum(1 for e in elements if e.speaker)
     assert record.top_characters[0] == (" ", corpus.render(elements).count(" "))
+    assert record.sha256 == corpus.sha256_of(SCREENPLAY_SAMPLE) and record.bytes == SCREENPLAY_SAMPLE.stat().st_size
+    assert "top speakers by lines: MARGO 10, BRASS 8" in record.to_text()
+
+
+def test_shared_copy_matches_the_pinned_checksum(corpus_path):
+    assert corpus.sha256_of(corpus_path) == corpus.CORPUS_SHA256
+
+
+def test_the_real_screenplay_parses_into_its_known_lines(corpus_path):
+    """The layout rules above, on the file they were written for (its own lines, read here, never committed)."""
+    elements = corpus.parse_screenplay(corpus.read_screenplay(corpus_path))
+    text = corpus.render(elements)
+    lines = text.splitlines()
+    assert text.startswith("FADE IN:\nINT. ANDY'S BEDROOM\n") and text.endswith("FADE OUT.\nTHE END\n")
+    assert "ANDY: (pulling Woody's string) You saved the day again, Woody." in lines
+    assert "WOODY (VOICE BOX): Reach for the sky." in lines
+    assert any(line.startswith("ANDY (AS POTATO HEAD): Alright everyone, this is a stick-up!") for line in lines)
+    assert sum(1 for e in elements if e.speaker) > 800
+    record = corpus.load_screenplay(corpus_path).record
+    assert [name for name, _ in record.top_speakers[:2]] == ["WOODY", "BUZZ"]
     assert record.sha256 == corpus.CORPUS_SHA256 and record.bytes == corpus_path.stat().st_size
-    assert "top speakers by lines: WOODY" in record.to_text()
 
 
 def test_split_is_90_10_by_position():
@@ -74,11 +92,14 @@ def test_split_is_90_10_by_position():
     assert train == list(range(90)) and val == list(range(90, 100))
 
 
-def test_locate_prefers_argument_then_environment(tmp_path, corpus_path, monkeypatch):
-    assert corpus.locate(corpus_path) == corpus_path
-    assert corpus.locate(corpus_path.parent) == corpus_path  # a folder holding the file works too
-    monkeypatch.setenv(corpus.CORPUS_ENV, str(corpus_path))
-    assert corpus.locate(None, cache_dir=tmp_path) == corpus_path
+def test_locate_prefers_argument_then_environment(tmp_path, monkeypatch):
+    given = tmp_path / "shared" / corpus.CORPUS_FILENAME
+    given.parent.mkdir()
+    given.write_bytes(SCREENPLAY_SAMPLE.read_bytes())
+    assert corpus.locate(given) == given
+    assert corpus.locate(given.parent) == given  # a folder holding the file works too
+    monkeypatch.setenv(corpus.CORPUS_ENV, str(given))
+    assert corpus.locate(None, cache_dir=tmp_path) == given
     with pytest.raises(corpus.CorpusError, match="not found"):
         corpus.locate(tmp_path / "missing.txt")
 

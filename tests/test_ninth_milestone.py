@@ -10,6 +10,7 @@ from gradio_client import Client
 
 import app
 import train
+from tests.conftest import LADDER_TEXT
 from toystory_gpt import __main__ as cli
 from toystory_gpt import milestones, report, weights
 from toystory_gpt.milestones import Rung
@@ -21,12 +22,12 @@ NINTH = Rung("+ eight heads", "The same width split into eight heads instead of 
 
 
 @pytest.fixture(scope="module")
-def nine(corpus_path, tmp_path_factory):
+def nine(tmp_path_factory):
     """A ladder with a ninth rung, trained with train.py --quick; LADDER is that ladder while the tests run."""
     patch = pytest.MonkeyPatch()
     patch.setattr(milestones, "LADDER", milestones.LADDER.extended(NINTH))
     out = tmp_path_factory.mktemp("nine")
-    assert train.main(["--quick", "--out", str(out), "--corpus", str(corpus_path)]) == 0
+    assert train.main(["--quick", "--out", str(out), "--text", str(LADDER_TEXT)]) == 0
     yield out
     patch.undo()
 
@@ -39,12 +40,12 @@ def test_train_builds_the_ninth_rung_on_top_of_the_eighth(nine):
     assert "| 9 · + eight heads " in (nine / "README.md").read_text()
 
 
-def test_the_cli_generates_and_evaluates_nine(nine, corpus_path, capsys):
+def test_the_cli_generates_and_evaluates_nine(nine, capsys):
     assert cli.main(["generate", "--weights", str(nine), "--milestones", "8,9", "--length", "20", "--json"]) == 0
     texts = json.loads(capsys.readouterr().out)
     assert [t["milestone"] for t in texts] == [8, 9] and texts[1]["name"] == "+ eight heads"
     assert len(texts[1]["text"]) == 20
-    assert cli.main(["evaluate", "--weights", str(nine), "--corpus", str(corpus_path), "--json"]) == 0
+    assert cli.main(["evaluate", "--weights", str(nine), "--text", str(LADDER_TEXT), "--json"]) == 0
     assert [r["milestone"] for r in json.loads(capsys.readouterr().out)] == list(range(1, 10))
 
 

@@ -22,7 +22,7 @@ from huggingface_hub import HfApi, SpaceRuntime, constants, metadata_load
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import hf_raise_for_status
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, SCREENPLAY_SAMPLE, free_port
 from toystory_gpt import corpus, publish
 from toystory_gpt.__main__ import main
 from toystory_gpt.trainer import TrainConfig
@@ -52,8 +52,8 @@ def worktree_files() -> list[str]:
 
 
 @pytest.fixture
-def checkout(tmp_path, corpus_path) -> Path:
-    """The project after `make run` and training: the screenplay cached, a .venv, checkpoints, temp folders."""
+def checkout(tmp_path) -> Path:
+    """The project after `make run` and training: a screenplay cached, a .venv, checkpoints, temp folders."""
     root = tmp_path / "checkout"
     for name in worktree_files():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,7 @@ def checkout(tmp_path, corpus_path) -> Path:
     for name in HAZARDS + JUNK:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("x")
-    shutil.copy2(corpus_path, root / HAZARDS[0])
+    shutil.copy2(SCREENPLAY_SAMPLE, root / HAZARDS[0])
     return root
 
 
@@ -127,14 +127,14 @@ def no_token(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))  # read at import
 
 
-def paste(corpus_path: Path) -> str:
+def paste(screenplay: Path) -> str:
     """A paragraph of the clean screenplay, as someone might paste it into a file."""
-    clean = corpus.clean_screenplay(corpus.read_screenplay(corpus_path))
-    return clean[60_000:60_400]
+    clean = corpus.clean_screenplay(corpus.read_screenplay(screenplay))
+    return clean[1_000:1_400]
 
 
 @pytest.mark.parametrize("under_git", [True, False], ids=["git-checkout", "unpacked-archive"])
-def test_space_upload_set_is_what_the_app_needs_and_nothing_hazardous(checkout, corpus_path, under_git):
+def test_space_upload_set_is_what_the_app_needs_and_nothing_hazardous(checkout, under_git):
     if under_git:
         subprocess.run(["git", "init", "-q", str(checkout)], check=True)
     upload = publish.space_upload("you/toystory-gpt", checkout, None, None)
@@ -143,7 +143,12 @@ def test_space_upload_set_is_what_the_app_needs_and_nothing_hazardous(checkout, 
     assert not set(HAZARDS + JUNK) & set(upload.files)
     left_out = ("tests/", "benchmarks/", "data/", ".", "train.py")
     assert not [name for name in upload.files if name.startswith(left_out)]
-    publish.check(upload, corpus_path)  # the committed samples and docs hold no run of the screenplay
+    publish.check(upload, SCREENPLAY_SAMPLE)
+
+
+def test_what_a_space_sends_holds_no_run_of_the_real_screenplay(checkout, corpus_path):
+    """The committed samples, model cards and docs, against the screenplay itself."""
+    publish.check(publish.space_upload("you/toystory-gpt", checkout, None, None), corpus_path)
 
 
 def test_code_only_space_sends_no_weights_and_names_its_model_repo(checkout):
@@ -160,36 +165,35 @@ def test_a_hazardous_path_is_refused_even_if_an_allow_list_let_it_through(checko
 
 @pytest.mark.parametrize("target, form", [("weights/milestone8/milestone8.txt", "clean"), ("README.md", "raw"),
                                           ("weights/milestone8/history.json", "json")])
-def test_pasted_screenplay_fails_loudly_naming_the_file_and_sends_nothing(checkout, corpus_path, monkeypatch, capsys,
-                                                                          hub_calls, target, form):
-    # A passage as it stands in the screenplay file (CR line ends, indentation), cleaned, or in a JSON string.
+def test_pasted_screenplay_fails_loudly_naming_the_file_and_sends_nothing(checkout, monkeypatch, capsys, hub_calls,
+                                                                          target, form):
+    # A passage as it stands in the screenplay file (its line ends, indentation), cleaned, or in a JSON string.
     if form == "json":
         history = json.loads((checkout / target).read_text())
-        (checkout / target).write_text(json.dumps(history | {"name": paste(corpus_path)}, indent=1))
+        (checkout / target).write_text(json.dumps(history | {"name": paste(SCREENPLAY_SAMPLE)}, indent=1))
     else:
-        text = corpus.read_screenplay(corpus_path)[84_000:84_600] if form == "raw" else paste(corpus_path)
+        text = corpus.read_screenplay(SCREENPLAY_SAMPLE)[2_000:2_600] if form == "raw" else paste(SCREENPLAY_SAMPLE)
         with open(checkout / target, "a", encoding="utf-8", newline="") as f:
             f.write("\n" + text + "\n")
     monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
-    assert main(["publish", "space", "you/toystory-gpt", "--corpus", str(corpus_path)]) == 2
+    assert main(["publish", "space", "you/toystory-gpt", "--corpus", str(SCREENPLAY_SAMPLE)]) == 2
     err = capsys.readouterr().err
     assert "error: refusing to publish, nothing was sent" in err
     assert f"{target}: holds {publish.RUN}+ characters of the screenplay verbatim" in err
     assert hub_calls == []
 
 
-def test_dry_run_lists_every_file_and_the_total_and_calls_nothing(checkout, corpus_path, monkeypatch, capsys, hub_calls,
-                                                                  no_token):
+def test_dry_run_lists_every_file_and_the_total_and_calls_nothing(checkout, monkeypatch, capsys, hub_calls, no_token):
     monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
-    assert main(["publish", "space", "you/toystory-gpt", "--dry-run", "--corpus", str(corpus_path)]) == 0
+    assert main(["publish", "space", "you/toystory-gpt", "--dry-run", "--corpus", str(SCREENPLAY_SAMPLE)]) == 0
     out = capsys.readouterr().out
     upload = publish.space_upload("you/toystory-gpt", checkout, None, None)
     listed = [line.split()[-1] for line in out.splitlines() if line.startswith(" ")]
     assert listed == upload.files
     total = sum((checkout / name).stat().st_size for name in upload.files)
     assert f"{len(upload.files)} files, {publish._size(total)} in all" in out
-    assert f"no {publish.RUN}-character run of {corpus_path}" in out
+    assert f"no {publish.RUN}-character run of {SCREENPLAY_SAMPLE}" in out
     assert out.endswith("Space hardware zero-a10g\ndry run: nothing was sent\n")
     assert hub_calls == []
 
@@ -205,12 +209,11 @@ def test_model_dry_run_lists_the_weights_folders_under_the_overview_card(checkou
     assert hub_calls == []
 
 
-def test_space_upload_call_creates_a_private_gradio_space_and_sends_exactly_the_checked_files(checkout, corpus_path,
-                                                                                            monkeypatch, capsys,
-                                                                                            hub_calls):
+def test_space_upload_call_creates_a_private_gradio_space_and_sends_exactly_the_checked_files(checkout, monkeypatch,
+                                                                                            capsys, hub_calls):
     monkeypatch.setattr(publish, "PROJECT_DIR", checkout)
     assert main(["publish", "space", "you/toystory-gpt", "--private", "--token", "hf_test",
-                 "--corpus", str(corpus_path)]) == 0
+                 "--corpus", str(SCREENPLAY_SAMPLE)]) == 0
     files = publish.space_upload("you/toystory-gpt", checkout, None, None).files
     assert [call[:2] for call in hub_calls] == [("get_space_runtime", "hf_test"), ("create_repo", "hf_test"),
                                                 ("update_repo_settings", "hf_test"), ("create_commit", "hf_test")]

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from tests.conftest import ROOT
+from tests.conftest import LADDER_TEXT, ROOT
 from toystory_gpt import weights
 from toystory_gpt.milestones import LADDER
 
@@ -92,21 +92,21 @@ def run_until_paused(point: str, args: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(corpus_path, tmp_path_factory):
+def reference(tmp_path_factory):
     """The same run, never interrupted: its milestone 8 folder."""
     out = tmp_path_factory.mktemp("reference")
-    assert train.main([*ARGS, "--corpus", str(corpus_path), "--out", str(out)]) == 0
+    assert train.main([*ARGS, "--text", str(LADDER_TEXT), "--out", str(out)]) == 0
     return out / "milestone8"
 
 
 @pytest.mark.parametrize("point", ["checkpoint-written", "writing-checkpoint", "writing-weights", "swapping-weights"])
-def test_sigkill_loses_nothing_and_resume_completes(point, reference, corpus_path, quick_weights, tmp_path):
+def test_sigkill_loses_nothing_and_resume_completes(point, reference, quick_weights, tmp_path):
     out = tmp_path / "w"
     out.mkdir()
     shutil.copytree(quick_weights / "milestone8", out / "milestone8")  # a previously saved folder to protect
     before = (out / "milestone8" / "model.safetensors").read_bytes()
 
-    paused = run_until_paused(point, [*ARGS, "--corpus", str(corpus_path), "--out", str(out)])
+    paused = run_until_paused(point, [*ARGS, "--text", str(LADDER_TEXT), "--out", str(out)])
     assert paused == f"PAUSED {PAUSES[point]}"
 
     # The previous folder is intact and loads the previous weights, whatever instant the kill hit.
@@ -139,9 +139,9 @@ def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_corrupt_checkpoint_is_a_clear_error(corpus_path, tmp_path, capsys):
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "w"
-    run_until_paused("checkpoint-written", [*ARGS, "--corpus", str(corpus_path), "--out", str(out)])
+    run_until_paused("checkpoint-written", [*ARGS, "--text", str(LADDER_TEXT), "--out", str(out)])
     state = out / ".checkpoints" / "milestone8" / "tensors.safetensors"
     state.write_bytes(state.read_bytes()[:100])
     assert train.main(["--resume", "--out", str(out)]) == 2

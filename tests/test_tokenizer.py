@@ -1,11 +1,12 @@
 import pytest
 
+from tests.conftest import SCREENPLAY_SAMPLE
 from toystory_gpt import corpus
 from toystory_gpt.tokenizer import CharTokenizer
 
 
-def test_vocabulary_is_sorted_characters_of_the_corpus(corpus_path):
-    text = corpus.render(corpus.load_elements(corpus_path))
+def test_vocabulary_is_sorted_characters_of_the_corpus():
+    text = corpus.load_screenplay(SCREENPLAY_SAMPLE).text
     tok = CharTokenizer.from_text(text)
     assert tok.vocab == "".join(sorted(set(text)))
     assert "\n" in tok.vocab and "W" in tok.vocab

@@ -4,6 +4,7 @@ import re
 import pytest
 
 import train
+from tests.conftest import LADDER_TEXT, SCREENPLAY_SAMPLE
 from toystory_gpt import __main__ as cli
 from toystory_gpt import corpus, report, weights
 from toystory_gpt.milestones import LADDER
@@ -18,18 +19,18 @@ def test_quick_run_builds_every_milestone(quick_weights):
         record = weights.read_record(folder)
         assert record.milestone == m.number and record.history[0].step == 0 and record.steps > 0
         assert record.history[0].train_loss is None and record.history[-1].train_loss > 0
-    assert "top speakers by lines: WOODY" in (quick_weights / "milestone1" / "milestone1.txt").read_text()
     assert (quick_weights / "ablation-deep-no-residual" / "model.safetensors").is_file()
     summary = report.read_summary(quick_weights)
+    assert summary.corpus.to_text() in (quick_weights / "milestone1" / "milestone1.txt").read_text()
     assert [r["milestone"] for r in summary.rows] == [1, 2, 3, 4, 5, 6, 7, 8, None]
-    assert summary.corpus.vocabulary == 77 and summary.command.startswith("python train.py --quick")
-    assert summary.corpus.name == "toy-story-1995-screenplay" and summary.corpus.sha256 == corpus.CORPUS_SHA256
+    assert summary.corpus.vocabulary == 62 and summary.command.startswith("python train.py --quick")
+    assert summary.corpus.name == LADDER_TEXT.name and summary.corpus.sha256 == corpus.sha256_of(LADDER_TEXT)
     card = (quick_weights / "README.md").read_text()
-    assert re.search(r"\| 8 · \+ dropout +\| +31,232 \|", card) and "val bits/char" in card
+    assert re.search(r"\| 8 · \+ dropout +\| +30,272 \|", card) and "val bits/char" in card
 
 
-def test_evaluate_recomputes_the_saved_numbers(quick_weights, corpus_path, capsys):
-    assert cli.main(["evaluate", "--corpus", str(corpus_path), "--weights", str(quick_weights), "--json"]) == 0
+def test_evaluate_recomputes_the_saved_numbers(quick_weights, capsys):
+    assert cli.main(["evaluate", "--text", str(LADDER_TEXT), "--weights", str(quick_weights), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     saved = {r["milestone"]: r for r in report.read_summary(quick_weights).rows}
     assert [r["milestone"] for r in rows] == list(range(1, 9))
@@ -38,14 +39,16 @@ def test_evaluate_recomputes_the_saved_numbers(quick_weights, corpus_path, capsy
         assert r["params"] == saved[r["milestone"]]["params"]
 
 
-def test_training_a_subset_keeps_the_others(quick_weights, corpus_path, tmp_path):
+def test_training_a_subset_keeps_the_others(tmp_path):
     out = tmp_path / "w"
-    assert train.main(["--quick", "--milestones", "2,3", "--out", str(out), "--corpus", str(corpus_path)]) == 0
+    assert train.main(["--quick", "--milestones", "2,3", "--out", str(out), "--corpus", str(SCREENPLAY_SAMPLE)]) == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["milestone2", "milestone3"]
     assert train.main(["--quick", "--milestones", "1", "--max-steps", "5", "--out", str(out),
-                       "--corpus", str(corpus_path)]) == 0
+                       "--corpus", str(SCREENPLAY_SAMPLE)]) == 0
     rows = report.read_summary(out).rows
     assert [r["milestone"] for r in rows] == [1, 2, 3] and rows[0]["steps"] == 5
+    # A screenplay's exploration (milestone 1's sample) counts its speakers.
+    assert "top speakers by lines: MARGO 10, BRASS 8" in (out / "milestone1" / "milestone1.txt").read_text()
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
