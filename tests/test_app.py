@@ -78,7 +78,7 @@ def test_training_tab_reads_what_training_saved(quick_weights):
     curves = training.training_curves(quick_weights)
     assert sorted(curves.milestone.unique()) == ["1", "2", "3", "4", "5", "6", "7", "8", "ablation"]
     assert set(curves.split) == {"train", "val"} and curves.loss.notna().all()
-    assert "vocabulary: 77 distinct characters" in training.corpus_statistics(report.read_summary(quick_weights))
+    assert "vocabulary: 62 distinct characters" in training.corpus_statistics(report.read_summary(quick_weights))
 
 
 def handler_updates(service, **change) -> list[list[str]]:
@@ -107,4 +107,4 @@ def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
     done = subprocess.run([sys.executable, "-c", "import app; assert app.demo is not None"],
                           cwd=Path(app.__file__).parent, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "loaded 8 · + dropout: 31,232 parameters" in done.stderr
+    assert "loaded 8 · + dropout: 30,272 parameters" in done.stderr
