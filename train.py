@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
 import shutil
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from toystory_gpt import checkpoint, corpus, folders, milestones, report, weights
+from toystory_gpt.cores import usable_cores
 from toystory_gpt.milestones import Milestone, milestone_list
 from toystory_gpt.model import GPT, GPTConfig
 from toystory_gpt.record import CorpusRecord, RunSummary, TrainingRecord
@@ -151,8 +151,7 @@ def default_jobs(device: torch.device, models: int) -> int:
     one at a time on a GPU, which a single training already keeps busy."""
     if device.type != "cpu":
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                      models))
+    return max(1, min(usable_cores(), models))
 
 
 def train_all(plan: RunPlan, on_done) -> None:

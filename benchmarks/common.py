@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import statistics
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from toystory_gpt.cores import usable_cores
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.model import GPT, GPTConfig
 from toystory_gpt.tokenizer import CharTokenizer
@@ -36,7 +36,7 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """The facts a reader needs to compare figures across machines."""
-    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
+    return {"cpu": cpu_model(), "cores": usable_cores(), "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "transformers": version("transformers"),
             "onnxruntime": version("onnxruntime"), "threads": torch.get_num_threads()}
 

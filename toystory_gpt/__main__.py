@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import api, corpus, hub, milestones, publish, report, weights
 from .milestones import milestone_list
@@ -60,7 +59,6 @@ def cmd_evaluate(args) -> int:
 
 
 def _service(args) -> api.Service:
-    torch.set_num_threads(1)  # decoding is many tiny matmuls: extra threads cost more than they save
     folder = hub.resolve(args.weights)
     service = api.Service.from_folder(folder)
     for error in service.models.broken.values():

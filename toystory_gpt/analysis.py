@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from . import milestones as ladders  # read at call time: tests may extend the ladder
 from .recorder import Recorder
 from .sampler import START, distribution
+from .tokenizer import distinct
 from .weights import SavedModel
 
 GUESSES = 3             # top guesses kept per character, for the tooltips
@@ -139,7 +140,7 @@ def readable(models: Sequence[SavedModel], text: str) -> tuple[str, str]:
     if not kept:
         raise Unanswerable("Type some text to look inside the models with." if not text else
                            "None of the text's characters are in the models' vocabulary.")
-    return kept, "".join(dict.fromkeys(c for c in text if c in unknown))
+    return kept, distinct("".join(c for c in text if c in unknown))
 
 
 def slot_of(req: Request, value) -> int:

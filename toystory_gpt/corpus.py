@@ -26,12 +26,14 @@ import hashlib
 import html
 import os
 import re
-import socket
+import tempfile
 import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.hub
+import torch
+from tqdm import tqdm
 
 from .record import CorpusRecord, Example, Presentation
 
@@ -115,26 +117,34 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 30.0, what: str
              local_copy: str = f"--corpus PATH (or ${CORPUS_ENV})") -> Path:
     """Download ``url`` to ``dest`` with a progress bar and check its SHA-256; never leave a partial file.
 
-    ``torch.hub.download_url_to_file`` writes to a temporary file beside ``dest`` and moves it into
-    place only once the checksum matches, so an interrupted or corrupt download cannot poison the cache.
+    The bytes go to a temporary file beside ``dest``, moved into place only once the checksum matches, so an
+    interrupted or corrupt download cannot poison the cache. ``timeout``: seconds a stalled server may stay
+    silent (this connection's own, so nothing else in the process waits differently).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # torch.hub takes no timeout: without this a stalled server would hang training forever.
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        torch.hub.download_url_to_file(url, str(dest), hash_prefix=sha256, progress=True)
-    except RuntimeError as exc:  # what it raises for a wrong checksum
-        raise CorpusError(f"checksum mismatch for {url}: expected SHA-256 {sha256} ({exc}); nothing was saved. "
-                          f"Pass a verified copy with {local_copy}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise CorpusError(
-            f"could not download {what} from {url} ({exc}). "
-            f"Offline? Pass a local copy with {local_copy}, or put one in {dest.parent}/{dest.name}; "
-            f"see data/README.md for the source and checksum"
-        ) from exc
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", delete=False) as out:
+        partial = Path(out.name)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, \
+                    tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                         desc=dest.name) as progress:
+                while chunk := response.read(1 << 16):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    progress.update(len(chunk))
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            partial.unlink(missing_ok=True)
+            raise CorpusError(
+                f"could not download {what} from {url} ({exc}). "
+                f"Offline? Pass a local copy with {local_copy}, or put one in {dest.parent}/{dest.name}; "
+                f"see data/README.md for the source and checksum"
+            ) from exc
+    if digest.hexdigest() != sha256:
+        partial.unlink()
+        raise CorpusError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest.hexdigest()}; "
+                          f"nothing was saved. Pass a verified copy with {local_copy}")
+    os.replace(partial, dest)
     return dest
 
 
@@ -256,7 +266,7 @@ def split(data, train_fraction: float = 0.9):
 def load_screenplay(path: str | os.PathLike | None = None) -> Corpus:
     """The screenplay's clean text (see the module's docstring for where it comes from)."""
     found = locate(path)
-    elements = parse_screenplay(read_screenplay(found))
+    elements = load_elements(found)
     text = render(elements)
     speakers = collections.Counter(re.sub(r" \(.*\)$", "", e.speaker) for e in elements if e.speaker)
     # A speaker's lines count under the cue's base name (``SID (O.S.)`` is ``SID``).

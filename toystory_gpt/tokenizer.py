@@ -11,10 +11,10 @@ class Encoded:
     ids: list[int]
     dropped: str
 
-    @property
-    def dropped_summary(self) -> str:
-        """The distinct dropped characters, in order of first appearance, for telling the user."""
-        return "".join(dict.fromkeys(self.dropped))
+
+def distinct(characters: str) -> str:
+    """Each character once, in order of first appearance: dropped characters, for telling the user."""
+    return "".join(dict.fromkeys(characters))
 
 
 class CharTokenizer:

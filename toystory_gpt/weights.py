@@ -49,10 +49,6 @@ class SavedModel:
     folder: Path
 
     @property
-    def sample_file(self) -> Path:
-        return self.folder / f"{self.milestone.folder}.txt"
-
-    @property
     def snapshot_steps(self) -> list[int]:
         """The training steps whose weights were kept besides the final ones, in order."""
         found = (p.name.removeprefix("step-").removesuffix(".safetensors")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import threading
 from collections.abc import Iterable
 
 import torch
 
+from ..cores import usable_cores
 from .models import Models
 from .pool import Pool, Sequence
 
@@ -31,13 +31,6 @@ SNAPSHOT_CAPACITY = 16
 # CPU's cache, and the hand-over between threads is paid once per turn, not per character. A request's texts
 # stay within this many characters of each other, which no one sees at 20 updates a second.
 TICKS_PER_TURN = 8
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class GenerationError(RuntimeError):

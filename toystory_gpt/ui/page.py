@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
-import torch
 
 from .. import api, corpus, milestones, report
 from ..record import Presentation, RunSummary
@@ -91,8 +90,6 @@ each adding one idea of the GPT recipe to the one before. Pick a prompt and watc
 def build_app(weights_dir: Path, service: api.Service | None = None) -> gr.Blocks:
     """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked. ``service``:
     serve through this one instead (its caller closes it), e.g. an engine of another size."""
-    # Decoding is many tiny matmuls: one thread per engine thread is fastest, and leaves cores for the others.
-    torch.set_num_threads(1)
     service = service or api.Service.from_folder(weights_dir)
     service.engine.warm_up()
     models = service.models
