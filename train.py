@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from toystory_gpt import checkpoint, corpus, folders, milestones, report, weights
+from toystory_gpt import checkpoint, corpus, folders, report, weights
 from toystory_gpt.cores import usable_cores
-from toystory_gpt.milestones import Milestone, milestone_list
+from toystory_gpt.milestones import LADDER, Ladder, Milestone, milestone_list
 from toystory_gpt.model import GPT, GPTConfig
+from toystory_gpt.pool import generate
 from toystory_gpt.record import CorpusRecord, RunSummary, TrainingRecord
-from toystory_gpt.serving import generate
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import TrainConfig, Trainer
 
@@ -190,10 +190,10 @@ def seed_list(value: str) -> list[int]:
     return seeds
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, ladder: Ladder = LADDER) -> int:
+    """Train ``ladder``'s milestones as the command line says."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ladder = milestones.LADDER
-    parser.add_argument("--milestones", type=milestone_list, default=ladder.numbers,
+    parser.add_argument("--milestones", type=milestone_list(ladder), default=ladder.numbers,
                         help=f"comma-separated milestone numbers (default: all {len(ladder)})")
     parser.add_argument("--corpus",
                         help=f"path to the screenplay (default: ${corpus.CORPUS_ENV}, else the cache, else download)")
@@ -277,13 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     total = time.perf_counter() - start
     shutil.rmtree(checkpoints(args.out), ignore_errors=True)
-    rows = report.collect_rows(args.out, args.seeds)
+    rows = report.collect_rows(args.out, args.seeds, ladder)
     command = " ".join(["python train.py", *argv])
     report.write_summary(args.out, RunSummary(command=command, wall_time=total, corpus=text.record, seeds=args.seeds,
                                               rows=rows),
                          f"Trained with `{command}` on {device} ({plan.jobs} job(s) at once, "
-                         f"{plan.threads} thread(s) each); the run took {total:.0f} s.")
-    print("\n" + report.table(rows))
+                         f"{plan.threads} thread(s) each); the run took {total:.0f} s.", ladder)
+    print("\n" + report.table(rows, ladder=ladder))
     print(f"total wall time: {total:.0f} s; saved to {args.out}/")
     return 0
 

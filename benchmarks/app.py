@@ -135,7 +135,7 @@ def user(url: str, number: int, requests: int, length: int, barrier: threading.B
             start = time.perf_counter()
             job = client.submit(**inputs, api_name="/generate")
             try:
-                texts = job.result(timeout=REQUEST_TIMEOUT)
+                texts = [written["text"] for written in job.result(timeout=REQUEST_TIMEOUT)["texts"]]
                 ok = [len(t) for t in texts] == [length] * len(LADDER.milestones)
                 outcomes.append({"kind": "ok" if ok else "error", "seconds": time.perf_counter() - start,
                                  **({} if ok else {"error": f"wrong lengths {[len(t) for t in texts]}"})})

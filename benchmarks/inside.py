@@ -52,18 +52,18 @@ def measure(models: dict, runs: int) -> dict:
     """Median seconds of each view (attention: milestones 3-8, which have it; the lens: milestone 8)."""
     everyone = [key for key in models if key != ABLATION]
     attending = [n for n in everyone if models[n].model.config.has_attention]
-    req = view.reading_request(models, TEXT, list(models), 0.8, 0)
+    req = analysis.reading(models, TEXT, list(models), 0.8, 0)
+    below = {key: lower.key for key in models if (lower := LADDER.below(LADDER.by_key(key))) is not None}
     eight = analysis.reading(models, TEXT, everyone, 0.8, 0)
     tail = TEXT[-ATTENTION_CHARS + 1:]
     slot = len(TEXT) - 1
 
     def gain_rows():  # what the tab does when the gain rows are on: score, build the rows, draw them
-        surprises, lenses = view.numbers(models, req, gains=True, lens=False)
-        return view.rows_html(view.rows(models, req, surprises, True, lenses), slot, True)
+        return view.rows_html(view.rows(models, analysis.read_inside(models, req, below, False)), slot, True)
 
     def click():  # every model at one slot, with its attention and lens, and the cards drawn
         looks = analysis.look(models, req, slot)
-        return view.bars_html(models, req, slot, looks), view.lens_html(models, req, slot, looks)
+        return view.bars_html(models, req, slot, looks), view.lens_html(models, req, slot, looks, LADDER)
 
     return {
         "surprise": median_seconds(lambda: analysis.surprise(models, analysis.reading(models, TEXT, everyone)), runs),

@@ -28,9 +28,10 @@ from common import WEIGHTS, gpt2_twin, load_ladder, machine, machine_line, media
 from toystory_gpt import api, decoding, onnx_decode
 from toystory_gpt.decoding import KVCache, refill_length
 from toystory_gpt.milestones import LADDER
+from toystory_gpt.pool import Pool, Sequence, generate
 from toystory_gpt.report import markdown_table as table
 from toystory_gpt.sampler import pick
-from toystory_gpt.serving import Engine, Models, Pool, Sequence, generate
+from toystory_gpt.serving import Engine, Models
 
 PROMPT = "WOODY: "      # 7 characters, so GPT-2 with a 128-position table has room for 121 new tokens
 TEMPERATURE = 0.8

@@ -106,7 +106,7 @@ def recorded_build(weights_dir: Path) -> dict | None:
     if summary is None:
         return None
     return {"seconds": summary.wall_time, "command": summary.command,
-            "models": {r["milestone"] or "ablation": r["wall_time"] for r in summary.rows}}
+            "models": {r.milestone or "ablation": r.wall_time for r in summary.rows}}
 
 
 def rerun_build(corpus: Path | None, quick: bool) -> dict:

@@ -25,17 +25,19 @@ ALL = [m.number for m in LADDER.milestones]
 TEXT = "WOODY: Hey, Buzz! Where are you going? BUZZ: To infinity, and beyond! The toys all cheer as he flies.\n"
 
 
+# The answers as the API sends them (JSON objects), to compare with what the API and the CLI print.
 def surprise(service: api.Service, text, milestones) -> dict:
-    return service.surprise(api.TextRequest.parse(text=text, milestones=milestones))
+    return service.surprise(service.parse(api.TextRequest, text=text, milestones=milestones)).model_dump()
 
 
 def next_chars(service: api.Service, text, milestones, temperature, top_k, k, position=None) -> dict:
-    return service.next_chars(api.NextCharsRequest.parse(text=text, milestones=milestones, temperature=temperature,
-                                                         top_k=top_k, k=k, position=position))
+    return service.next_chars(service.parse(api.NextCharsRequest, text=text, milestones=milestones,
+                                            temperature=temperature, top_k=top_k, k=k, position=position)).model_dump()
 
 
 def attention(service: api.Service, text, milestone, position=None) -> dict:
-    return service.attention(api.AttentionRequest.parse(text=text, milestone=milestone, position=position))
+    return service.attention(service.parse(api.AttentionRequest, text=text, milestone=milestone,
+                                           position=position)).model_dump()
 
 
 def direct_nats(saved: SavedModel, text: str, slot: int, start: int) -> float:
@@ -124,19 +126,19 @@ def test_next_chars_are_the_samplers_distribution_including_ties(temperature, to
     models = tied_unigram()
     model = models[1].model
     result = analysis.next_chars(models, analysis.reading(models, "BUZZ", [1], temperature, top_k), len(TEST_VOCAB))
-    (entry,) = result["milestones"]
-    chars = {c["char"]: c for c in entry["chars"]}
-    assert set(chars) == set(TEST_VOCAB)
+    (entry,) = result.milestones
+    chars = {c.char: c for c in entry.chars}
+    assert set(chars) == set(TEST_VOCAB) and entry.true_next is None  # after the text: no true next character
     logits = model.logit_bias.detach().numpy()
     raw = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     drawn = sampler.distribution(logits, temperature, top_k)
     for i, c in enumerate(TEST_VOCAB):
-        assert chars[c]["probability"] == pytest.approx(raw[i], abs=1e-7)
-        assert chars[c]["sampled_probability"] == pytest.approx(drawn[i], abs=1e-12)
-    assert sum(c["probability"] for c in entry["chars"]) == pytest.approx(1.0)
-    assert sum(c["sampled_probability"] for c in entry["chars"]) == pytest.approx(1.0)
+        assert chars[c].probability == pytest.approx(raw[i], abs=1e-7)
+        assert chars[c].sampled_probability == pytest.approx(drawn[i], abs=1e-12)
+    assert sum(c.probability for c in entry.chars) == pytest.approx(1.0)
+    assert sum(c.sampled_probability for c in entry.chars) == pytest.approx(1.0)
     if top_k == 2:
-        assert sum(c["sampled_probability"] > 0 for c in entry["chars"]) == 4  # the three tied at 2nd all stay
+        assert sum(c.sampled_probability > 0 for c in entry.chars) == 4  # the three tied at 2nd all stay
 
 
 def test_next_chars_at_a_character_agree_with_its_surprise(service):

@@ -22,11 +22,19 @@ GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=40, temperature=0.8, t
 IDLE_TIMEOUT = 30  # seconds; bounds a hang, measures nothing
 
 
-def streamed(service: api.Service, request: GenerateRequest, interval: float) -> list[list[str]]:
-    """Every update ``Service.stream`` yields for ``request``, read to the end."""
+def streamed(service: api.Service, request: GenerateRequest, interval: float) -> list[dict[int, str]]:
+    """Every update ``Service.stream`` yields for ``request``, read to the end, as {milestone: text}."""
     async def read():
-        return [texts async for texts in service.stream(request, interval)]
+        return [texts(answer) async for answer in service.stream(request, interval)]
     return asyncio.run(read())
+
+
+def texts(answer: api.GenerateAnswer) -> dict[int, str]:
+    return {written.milestone: written.text for written in answer.texts}
+
+
+def run(service: api.Service, **inputs) -> dict[int, str]:
+    return texts(service.run(service.generate_request(**inputs)))
 
 
 def wait_until_idle(service: api.Service) -> None:
@@ -85,23 +93,23 @@ def test_stream_grows_every_text_together_in_ladder_order(service):
     wait_until_idle(service)  # alone in the engine, the three start in the same tick
     updates = streamed(service, request, interval=0.001)
     final = updates[-1]
-    assert final == service.run(request)  # the last update holds the finished texts
-    assert [len(t) for t in final] == [0, 300, 0, 0, 300, 0, 0, 300]
+    assert final == texts(service.run(request))  # the last update holds the finished texts
+    assert {n: len(t) for n, t in final.items()} == {2: 300, 5: 300, 8: 300}
     assert len(updates) <= 3 * request.length + 1  # every update but the last shows something new
     assert all(before != after for before, after in zip(updates, updates[1:-1]))
-    for texts, later in zip(updates, updates[1:]):
-        assert [texts[n - 1] for n in (1, 3, 4, 6, 7)] == [""] * 5
-        assert all(later[n - 1].startswith(texts[n - 1]) for n in (2, 5, 8))  # each text only ever grows
-        lengths = [len(texts[n - 1]) for n in (2, 5, 8)]
+    for shown, later in zip(updates, updates[1:]):
+        assert list(shown) == [2, 5, 8]  # the chosen ones, in ladder order
+        assert all(later[n].startswith(shown[n]) for n in (2, 5, 8))  # each text only ever grows
+        lengths = [len(shown[n]) for n in (2, 5, 8)]
         assert max(lengths) - min(lengths) <= TICKS_PER_TURN  # never more than one turn apart
     # Live: texts were shown part-written, all three at once.
-    assert any(all(0 < len(texts[n - 1]) < 300 for n in (2, 5, 8)) for texts in updates)
+    assert any(all(0 < len(shown[n]) < 300 for n in (2, 5, 8)) for shown in updates)
 
 
 def test_stream_sends_few_updates_and_always_the_finished_texts(service):
     request = service.generate_request(**GOOD)
     start = time.monotonic()
-    assert streamed(service, request, interval=60) == [service.run(request)]  # one update: the last
+    assert streamed(service, request, interval=60) == [texts(service.run(request))]  # one update: the last
     assert time.monotonic() - start < 30  # the finished texts come as soon as they are, not at the next interval
 
 
@@ -110,13 +118,13 @@ def test_closing_the_stream_frees_the_engine_at_once(service):
 
     async def first_update_then_close():
         stream = service.stream(request, interval=0.001)
-        texts = await anext(stream)
+        answer = await anext(stream)
         assert service.engine.active == 3  # still writing
         await stream.aclose()  # what a closed tab does
-        return texts
+        return texts(answer)
 
-    texts = asyncio.run(first_update_then_close())
-    assert all(len(texts[n - 1]) < api.MAX_LENGTH for n in (2, 5, 8))
+    first = asyncio.run(first_update_then_close())
+    assert all(len(first[n]) < api.MAX_LENGTH for n in (2, 5, 8))
     wait_until_idle(service)
 
 
@@ -125,7 +133,7 @@ def test_stop_ends_its_owners_stream_with_the_texts_so_far_and_no_other(service)
     other = service.generate_request(**{**GOOD, "length": 600, "seed": 4})
 
     async def read(stream):
-        return [texts async for texts in stream]
+        return [texts(answer) async for answer in stream]
 
     async def one_visitor_stops():
         mine = service.stream(long, interval=0.001, owner="me")
@@ -138,19 +146,19 @@ def test_stop_ends_its_owners_stream_with_the_texts_so_far_and_no_other(service)
         return (await rest)[-1], (await theirs)[-1]
 
     mine, theirs = asyncio.run(one_visitor_stops())
-    full = service.run(long)
+    full = texts(service.run(long))
     for n in (2, 5, 8):  # stopped part-way: what it had written, which is how the full text begins
-        assert len(mine[n - 1]) < api.MAX_LENGTH and full[n - 1].startswith(mine[n - 1])
-    assert theirs == service.run(other)  # the other visitor's stream ran to its end
+        assert len(mine[n]) < api.MAX_LENGTH and full[n].startswith(mine[n])
+    assert theirs == texts(service.run(other))  # the other visitor's stream ran to its end
     wait_until_idle(service)
 
 
 def test_each_text_depends_only_on_its_milestone_and_the_seed(service):
-    together = service.run(service.generate_request(**GOOD))
-    alone = service.run(service.generate_request(**{**GOOD, "milestones": [5]}))
-    assert alone[4] == together[4] and alone.count("") == 7
-    assert service.run(service.generate_request(**GOOD)) == together
-    assert service.run(service.generate_request(**{**GOOD, "seed": 4})) != together
+    together = run(service, **GOOD)
+    alone = run(service, **{**GOOD, "milestones": [5]})
+    assert alone == {5: together[5]}
+    assert run(service, **GOOD) == together
+    assert run(service, **{**GOOD, "seed": 4}) != together
 
 
 def test_unavailable_milestone_says_why(quick_weights, tmp_path):
@@ -177,8 +185,7 @@ def test_cli_prints_the_same_texts_as_the_library(service, quick_weights, capsys
     assert cli.main(["generate", "--weights", str(quick_weights), "--milestones", "2,5,8", "--prompt", "WOODY:",
                      "--length", "40", "--temperature", "0.8", "--top-k", "0", "--seed", "3", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    texts = service.run(service.generate_request(**GOOD))
-    assert [(p["milestone"], p["text"]) for p in printed] == [(n, texts[n - 1]) for n in (2, 5, 8)]
+    assert {p["milestone"]: p["text"] for p in printed} == run(service, **GOOD)
 
 
 def test_cli_reports_a_bad_request_without_a_traceback(quick_weights, capsys):
@@ -222,7 +229,7 @@ def test_warm_up_exports_every_attention_models_decoding(quick_weights, monkeypa
         assert {n for n, saved in models.items() if exported.get(id(saved.model))} == {3, 4, 5, 6, 7, 8}
         assert len(exported) == 8  # milestones 1-2 were asked too: they have no cache to step through
         # The first visitor neither exports nor waits for it: the pools decode in ONNX Runtime already.
-        assert fresh.run(fresh.generate_request(**{**GOOD, "milestones": list(models)}))[7]
+        assert fresh.run(fresh.generate_request(**{**GOOD, "milestones": list(models)})).text(8)
         assert len(exported) == 8
         assert {n for n in models if isinstance(fresh.engine.pool(n).decoding, OnnxDecoding)} == {3, 4, 5, 6, 7, 8}
     finally:

@@ -21,14 +21,18 @@ from toystory_gpt.ui import endpoints, training
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=60, temperature=0.8, top_k=0, seed=3)
 
 
-def generate(client: Client, **change) -> tuple[str, ...]:
+def generate(client: Client, **change) -> dict:
+    """/generate's answer, as it comes: {"texts": [{"milestone", "text"}, ...]}."""
     return client.predict(**{**GOOD, **change}, api_name="/generate")
 
 
+def texts(answer: dict) -> dict[int, str]:
+    return {written["milestone"]: written["text"] for written in answer["texts"]}
+
+
 def test_one_text_per_selected_milestone_of_the_requested_length(client):
-    texts = generate(client)
-    assert len(texts) == 8
-    assert [len(t) for t in texts] == [0, 60, 0, 0, 60, 0, 0, 60]
+    answer = generate(client)
+    assert {n: len(t) for n, t in texts(answer).items()} == {2: 60, 5: 60, 8: 60}
 
 
 def test_same_seed_same_texts_other_seed_other_texts(client):
@@ -38,16 +42,31 @@ def test_same_seed_same_texts_other_seed_other_texts(client):
 
 def test_api_text_is_the_librarys_and_so_the_clis(client, served):
     request = served.generate_request(**{**GOOD, "milestones": list(range(1, 9)), "top_k": 5})
-    assert list(generate(client, milestones=list(range(1, 9)), top_k=5)) == served.run(request)
+    assert generate(client, milestones=list(range(1, 9)), top_k=5) == served.run(request).model_dump()
 
 
 def test_empty_prompt_and_unknown_characters_still_generate(client):
-    assert [len(t) for t in generate(client, prompt="", milestones=[1])] == [60] + [0] * 7
-    assert len(generate(client, prompt="WOODY: ¡héllo <b>", milestones=[8])[7]) == 60
+    assert {n: len(t) for n, t in texts(generate(client, prompt="", milestones=[1])).items()} == {1: 60}
+    assert len(texts(generate(client, prompt="WOODY: ¡héllo <b>", milestones=[8]))[8]) == 60
+
+
+def test_the_api_page_shows_every_answers_shape(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    shapes = {name: endpoint["returns"][0]["type"] for name, endpoint in endpoints.items()}
+    assert set(shapes) == {"/generate", "/surprise", "/next_chars", "/attention", "/logit_lens"}
+    written = shapes["/generate"]["properties"]["texts"]["items"]
+    assert written["properties"] == {"milestone": {"type": "integer"}, "text": {"type": "string"}}
+    assert set(shapes["/surprise"]["properties"]) == {"text", "dropped", "milestones"}
+    bars = shapes["/next_chars"]["properties"]["milestones"]["items"]["properties"]
+    assert set(bars) == {"milestone", "chars", "true_next"}
+    assert set(bars["chars"]["items"]["properties"]) == {"char", "probability", "sampled_probability"}
+    assert "weights" in shapes["/attention"]["properties"]
+    block = shapes["/logit_lens"]["properties"]["blocks"]["items"]["properties"]
+    assert set(block) == {"after", "bits", "bits_per_char", "ranks", "change"}
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(milestones=[]), "Choose at least one milestone to compare."),
+    (dict(milestones=[]), "Choose at least one milestone."),
     (dict(length=5000), "length must be from 1 to 2,000, got 5000"),
     (dict(temperature=3), "temperature must be a number from 0 to 2"),
     (dict(top_k=-1), "top_k must be from 0 to 100, got -1"),
@@ -81,12 +100,12 @@ def test_training_tab_reads_what_training_saved(quick_weights):
     assert "vocabulary: 62 distinct characters" in training.corpus_statistics(report.read_summary(quick_weights))
 
 
-def handler_updates(service, **change) -> list[list[str]]:
+def handler_updates(service, **change) -> list:
     """Every update the /generate handler yields for GOOD (with ``change``), read to the end."""
     inputs = {**GOOD, "length": 300, **change}
 
     async def read():
-        return [texts async for texts in endpoints.generate(service)(**inputs)]
+        return [answer async for answer in endpoints.generate(service)(**inputs)]
     return asyncio.run(read())
 
 
@@ -97,7 +116,7 @@ def test_generate_handler_sends_few_updates_and_always_the_last(service, monkeyp
     monkeypatch.setattr(endpoints, "UPDATE_INTERVAL", 0.001)
     updates = handler_updates(service)
     assert len(updates) > 1 and updates[-1] == finished  # often: the texts as they grow, then the finished ones
-    assert any(0 < len(texts[1]) < 300 for texts in updates)
+    assert any(0 < len(answer.text(2)) < 300 for answer in updates)
 
 
 @pytest.mark.slow  # starts the app in a subprocess
@@ -108,3 +127,12 @@ def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
                           cwd=Path(app.__file__).parent, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "loaded 8 · + dropout: 30,272 parameters" in done.stderr
+
+
+def test_every_endpoint_is_the_apps_not_a_tabs(quick_weights, monkeypatch):
+    from toystory_gpt.ui import page
+
+    monkeypatch.setattr(page, "TABS", (page.about,))  # the Compare and Inside tabs removed
+    demo = app.build_app(quick_weights)
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert public == {"generate", "surprise", "next_chars", "attention", "logit_lens"}

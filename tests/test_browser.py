@@ -16,8 +16,8 @@ import time
 import pytest
 
 from tests.conftest import TIMEOUT_MS
-from toystory_gpt import serving
 from toystory_gpt.milestones import LADDER
+from toystory_gpt.pool import Pool
 
 pytestmark = pytest.mark.browser  # the `browser` fixture (conftest) skips where Chromium is missing
 
@@ -111,7 +111,7 @@ def test_all_eight_stream_together_then_training_tab_plots(browser, app_url, rec
 def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch, stream_lag_ms):
     # The app runs in this process: slow its engine down so that Stop surely lands mid-generation, however fast
     # the tiny test models are, and note every pool that ticks and every sequence it writes.
-    real_tick = serving.Pool.tick
+    real_tick = Pool.tick
     pools, sequences, lock = set(), set(), threading.Lock()
 
     def slow_tick(pool):
@@ -125,7 +125,7 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch, stream_la
         with lock:
             return not any(pool.busy for pool in pools)
 
-    monkeypatch.setattr(serving.Pool, "tick", slow_tick)
+    monkeypatch.setattr(Pool, "tick", slow_tick)
     page = open_app(browser, app_url, init_script=LAGGING_STREAM)
     # 1-7 left, so milestone 1's card shows progress
     page.locator("#milestones").get_by_label(LADDER.milestones[-1].label, exact=True).uncheck()

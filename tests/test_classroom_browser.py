@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import TIMEOUT_MS
 from toystory_gpt.api import MAX_LENGTH
 from toystory_gpt.milestones import LADDER
-from toystory_gpt.serving import Pool
+from toystory_gpt.pool import Pool
 
 pytestmark = pytest.mark.browser  # the `browser` fixture (conftest) skips where Chromium is missing
 
@@ -55,15 +55,16 @@ def test_two_visitors_stream_their_own_texts_and_stop_only_their_own(browser, ap
     short.wait_for_function("() => [...document.querySelectorAll('#cards textarea')]"
                             ".every(t => t.value.length === 300)")
     monkeypatch.undo()
-    want = served.run(served.generate_request(milestones=ALL, prompt="BUZZ: ", length=300, temperature=0.8,
-                                              top_k=0, seed=0))
+    want = [w.text for w in served.run(served.generate_request(milestones=ALL, prompt="BUZZ: ", length=300,
+                                                               temperature=0.8, top_k=0, seed=0)).texts]
     assert texts(short) == want  # its own texts, exactly, whatever ran beside them
     # The stopped page keeps what it had, a beginning of its own texts, and gets nothing more.
     stopped = texts(long)
     long.wait_for_timeout(500)
     assert texts(long) == stopped and all(len(t) < MAX_LENGTH for t in stopped)
-    full = served.run(served.generate_request(milestones=ALL, prompt="WOODY:", length=max(map(len, stopped)),
-                                              temperature=0.8, top_k=0, seed=0))
+    full = [w.text for w in served.run(served.generate_request(milestones=ALL, prompt="WOODY:",
+                                                               length=max(map(len, stopped)), temperature=0.8,
+                                                               top_k=0, seed=0)).texts]
     assert all(f.startswith(s) for f, s in zip(full, stopped))
     for page in (long, short):
         page.context.close()

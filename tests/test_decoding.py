@@ -8,8 +8,8 @@ from tests.conftest import TEST_VOCAB, last_logits, small_model
 from toystory_gpt.decoding import Contextless, KVCache, TorchDecoding, refill_length, torch_decoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoding
+from toystory_gpt.pool import Pool, Sequence
 from toystory_gpt.sampler import START
-from toystory_gpt.serving import Pool, Sequence
 from toystory_gpt.tokenizer import CharTokenizer
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from toystory_gpt.api import Service
+from toystory_gpt.api import GenerateAnswer, Service
 from toystory_gpt.decoding import KVCache, TorchDecoding
 from toystory_gpt.milestones import LADDER
+from toystory_gpt.pool import ENCODE_ROWS, Pool, Sequence, generate
 from toystory_gpt.serving import Engine, GenerationError, Models
 from toystory_gpt.serving.engine import TICKS_PER_TURN
-from toystory_gpt.serving.pool import ENCODE_ROWS, Pool, Sequence, generate
 
 ALL = [m.number for m in LADDER.milestones]
 BATCHES = range(1, 65)  # every size the engine runs, up to its capacity
@@ -105,7 +105,7 @@ def test_twenty_seeds_write_the_same_texts_alone_and_in_a_crowd(service):
 
     step = service.models.saved[8].snapshot_steps[0]
     mine = [request(seed, step=step if seed % 5 == 4 else None) for seed in range(20)]  # snapshots: PyTorch
-    alone = [service.run(r) for r in mine]
+    alone = [service.run(r).texts for r in mine]
     # Among them, others with other prompts (other lengths to encode), settings, lengths and weights; in an
     # engine of 8 rows a model, so that most wait for a row and join others already half-way.
     others = [request(100 + i, prompt="BUZZ: " * (i % 4), temperature=(i % 3) * 0.6, top_k=i % 5, length=20 + 9 * i,
@@ -113,11 +113,11 @@ def test_twenty_seeds_write_the_same_texts_alone_and_in_a_crowd(service):
     crowded = Service(service.models, Engine(service.models, capacity=8))
     try:
         crowd = [crowded.submit(r) for pair in zip(mine, others + others[:8]) for r in pair]
-        texts = [crowded.in_ladder_order(g.result(WAIT)) for g in crowd]
+        texts = [GenerateAnswer.of(g.result(WAIT)).texts for g in crowd]
     finally:
         crowded.close()
     assert texts[::2] == alone
-    assert len({t[7] for t in alone}) == 20  # the seeds differ: a trivial equality would not show anything
+    assert len({t[-1].text for t in alone}) == 20  # the seeds differ: a trivial equality would not show anything
 
 
 def test_a_requests_texts_grow_together(service):
@@ -149,7 +149,7 @@ def test_a_failing_model_fails_only_its_own_requests(service, monkeypatch, faili
     assert [len(t) for t in spared.result(WAIT).values()] == [30, 30]
     monkeypatch.undo()
     again = service.generate_request(milestones=[5, 8], length=30, seed=1)
-    assert [len(t) for t in service.run(again) if t] == [30, 30]  # the engine goes on serving everyone
+    assert [len(w.text) for w in service.run(again).texts] == [30, 30]  # the engine goes on serving everyone
     wait_idle(service)
 
 
@@ -173,7 +173,7 @@ def test_two_hundred_requests_stopped_mid_stream_leave_nothing_behind(service):
         assert all(len(t) < 2000 for t in texts.values())
     wait_idle(service)
     assert written < 200 * 8 * 2000
-    assert service.run(service.generate_request(milestones=[8], length=5, seed=0))[7]  # and it still serves
+    assert service.run(service.generate_request(milestones=[8], length=5, seed=0)).text(8)  # and it still serves
 
 
 def test_closing_a_stream_early_frees_its_rows(service):
@@ -184,7 +184,7 @@ def test_closing_a_stream_early_frees_its_rows(service):
         return updates
 
     updates = asyncio.run(read_three())
-    assert len(updates) == 3 and all(len(u) == len(LADDER.milestones) for u in updates)
+    assert len(updates) == 3 and all([w.milestone for w in u.texts] == ALL for u in updates)
     wait_idle(service, seconds=2)  # at once, not after the 2,000 characters it was asked for
 
 
@@ -205,7 +205,7 @@ def test_a_stream_ends_with_the_finished_texts(service):
 
     updates = asyncio.run(read_all())
     assert updates[-1] == service.run(request)
-    assert len(updates) > 1 and len(updates[0][7]) < 300
+    assert len(updates) > 1 and len(updates[0].text(8)) < 300
 
 
 def test_submitting_from_many_threads_at_once(service):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,7 +57,8 @@ def test_the_about_tab_shows_each_excerpt_as_python():
     from toystory_gpt.ui import about
     from toystory_gpt.ui.page import Context
 
-    context = Context(None, Path("unused"), [], None)  # the About tab reads only what training recorded
+    # The About tab reads only the served ladder and what training recorded: no model runs.
+    context = Context(SimpleNamespace(ladder=LADDER), Path("unused"), [], None)
     with gr.Blocks() as demo:
         about.build(context)
     codes = [block for block in demo.blocks.values() if isinstance(block, gr.Code)]

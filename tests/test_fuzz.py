@@ -149,8 +149,9 @@ def tally(outcome: str) -> None:
         event(outcome)
 
 
-def expected(served: api.Service, inputs: dict, stream: bool = False) -> list[str] | str:
-    """What every door must answer: the eight texts, or the message, exactly as the library gives them.
+def expected(served: api.Service, inputs: dict, stream: bool = False) -> dict | str:
+    """What every door must answer: the texts (as the API sends them), or the message, exactly as the library gives
+    them.
     With ``stream``, the library's stream is read too, and must stay within the caps and end on those texts."""
     try:
         request = served.generate_request(**inputs)
@@ -159,23 +160,22 @@ def expected(served: api.Service, inputs: dict, stream: bool = False) -> list[st
         tally(f"refused: {str(exc).split(' must ')[0].split(' is ')[0][:30]}")
         return str(exc)
     tally("served")
-    texts = served.run(request)
-    assert [len(t) for t in texts] == [request.length if m.number in request.milestones else 0
-                                       for m in LADDER.milestones]
-    for n in request.milestones:
-        assert set(texts[n - 1]) <= set(served.models.saved[n].tokenizer.vocab)
+    answer = served.run(request)
+    assert [(w.milestone, len(w.text)) for w in answer.texts] == [(n, request.length) for n in request.milestones]
+    for written in answer.texts:
+        assert set(written.text) <= set(served.models.saved[written.milestone].tokenizer.vocab)
     if stream:
         # Each update but the last shows at least one new character: at most one per milestone per character.
         bound = request.length * len(request.milestones) + 1
         updates = asyncio.run(read_stream(served, request))
         assert 1 <= len(updates) <= bound
-        assert all(max(map(len, shown)) <= request.length for shown in updates)  # never past the cap
-        assert updates[-1] == texts
-    return texts
+        assert all(len(w.text) <= request.length for shown in updates for w in shown.texts)  # never past the cap
+        assert updates[-1] == answer
+    return answer.model_dump()
 
 
-async def read_stream(served: api.Service, request: api.GenerateRequest) -> list[list[str]]:
-    return [texts async for texts in served.stream(request, interval=0.001)]
+async def read_stream(served: api.Service, request: api.GenerateRequest) -> list[api.GenerateAnswer]:
+    return [answer async for answer in served.stream(request, interval=0.001)]
 
 
 # ------------------------------------------------------------------------------------------- the library
@@ -207,8 +207,8 @@ def test_library_returns_capped_texts_or_a_clear_message(served, milestones, pro
 @example(milestones=[1, 1, 1], prompt="🤠\u202e\x00" * 30_000, length=5, temperature=0.8, top_k=0, seed=0)
 @example(milestones=[8], prompt="W", length=-(10**300), temperature=1e308, top_k=10**30, seed=2**64)
 @example(milestones=[8], prompt="W", length=5, temperature=1e-40, top_k=0, seed=0)
-def test_generate_api_returns_eight_texts_or_the_clear_message(client, served, milestones, prompt, length,
-                                                               temperature, top_k, seed):
+def test_generate_api_returns_the_texts_or_the_clear_message(client, served, milestones, prompt, length,
+                                                             temperature, top_k, seed):
     inputs = dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed)
     want = expected(served, inputs)
     job = client.submit(**inputs, api_name="/generate")
@@ -219,7 +219,7 @@ def test_generate_api_returns_eight_texts_or_the_clear_message(client, served, m
         assert want in str(exc)
         return
     assert not isinstance(want, str), f"the app served what the library refuses: {want}"
-    assert list(texts) == want
+    assert texts == want
 
 
 # --------------------------------------------------------------------------- the browser's protocol, raw
@@ -272,8 +272,8 @@ def raw(app_url):
 @example(milestones=[8], prompt="W", length=5, temperature=math.nan, top_k=0, seed=0)
 @example(milestones=[math.inf], prompt="W", length=math.inf, temperature=-math.inf, top_k=math.nan, seed=math.inf)
 @example(milestones=["\ud800"], prompt="W", length=5, temperature=0.8, top_k=0, seed="\udfff")
-def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, served, milestones, prompt, length,
-                                                                   temperature, top_k, seed):
+def test_browser_protocol_returns_the_texts_or_the_clear_message(raw, served, milestones, prompt, length,
+                                                                 temperature, top_k, seed):
     inputs = dict(milestones=milestones, prompt=prompt, length=length, temperature=temperature, top_k=top_k, seed=seed)
     # What the server reads: JSON joins an escaped surrogate pair ("\ud800\udc00") into one character.
     inputs = json.loads(json.dumps(inputs, allow_nan=True))
@@ -283,7 +283,7 @@ def test_browser_protocol_returns_eight_texts_or_the_clear_message(raw, served, 
     if isinstance(want, str):
         assert done["success"] is False and done["output"]["error"] == want, done
     else:
-        assert done["success"] is True and done["output"]["data"] == want, done
+        assert done["success"] is True and done["output"]["data"] == [want], done
 
 
 NAMES = ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step"]
@@ -294,7 +294,7 @@ NAMES = ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step
 def test_browser_protocol_ignores_extra_values(raw, served, count):
     inputs = [[2, 8], "WOODY:", 7, 0.8, 0, 3, api.FINAL]
     done = raw.send(inputs + ["extra"] * (count - len(inputs)))
-    assert done["success"] is True and done["output"]["data"] == expected(served, dict(zip(NAMES, inputs)))
+    assert done["success"] is True and done["output"]["data"] == [expected(served, dict(zip(NAMES, inputs)))]
 
 
 @pytest.mark.slow
@@ -352,6 +352,6 @@ def test_left_out_characters_are_shown_so_the_event_stream_can_carry_them():
 @pytest.mark.slow
 def test_the_server_still_serves_after_the_fuzzing(client, raw, served):
     inputs = dict(milestones=list(range(1, 9)), prompt="WOODY:", length=50, temperature=0.8, top_k=0, seed=11)
-    assert list(client.predict(**inputs, api_name="/generate")) == served.run(served.generate_request(**inputs))
-    assert raw.send([*inputs.values(), api.FINAL])["output"]["data"] == \
-        served.run(served.generate_request(**inputs))
+    answer = served.run(served.generate_request(**inputs)).model_dump()
+    assert client.predict(**inputs, api_name="/generate") == answer
+    assert raw.send([*inputs.values(), api.FINAL])["output"]["data"] == [answer]

@@ -97,7 +97,7 @@ def test_ablation_gain_rows_and_a_lens_that_follows_the_click(browser, app_url, 
     ablation = page.locator("#surprise-rows .ins-surprise.ins-ablation")
     assert ablation.locator(".ins-label").get_attribute("title") == LADDER.ablation.label
     gains = page.locator("#surprise-rows .ins-gain")
-    assert gains.last.locator(".ins-label").get_attribute("title") == "↳ saved against 6"  # the ablation's
+    assert gains.last.locator(".ins-label").get_attribute("title") == "↳ saved against 5"  # the ablation's
     hover = gains.nth(1).locator('[data-pos="8"]').get_attribute("title")  # 3 against 2
     assert f"{LADDER[3].label}: p = " in hover and f"{LADDER[2].label}: p = " in hover and "top '" in hover
     assert "ins-gain-scale" in page.locator("#surprise-rows .ins-legend").inner_html()

@@ -23,7 +23,8 @@ def models(service) -> dict:
 
 
 def lens_of(service, text, milestone) -> dict:
-    return service.logit_lens(api.LensRequest.parse(text=text, milestone=milestone))
+    """The lens answer as the API sends it (a JSON object)."""
+    return service.logit_lens(service.parse(api.LensRequest, text=text, milestone=milestone)).model_dump()
 
 
 DEEP = [6, 7, 8, ABLATION]
@@ -103,16 +104,17 @@ def test_the_lens_at_a_click_is_the_lens_over_the_text(models):
 
 
 def test_a_gain_is_the_difference_of_two_surprise_rows(models):
-    rows = {row["milestone"]: row
-            for row in analysis.surprise(models, analysis.reading(models, TEXT, ALL))["milestones"]}
-    rows[ABLATION] = analysis.surprise_of(models[ABLATION], TEXT).as_dict()
+    rows = {row.milestone: row for row in analysis.surprise(models, analysis.reading(models, TEXT, ALL)).milestones}
+    rows[ABLATION] = analysis.surprise_of(models[ABLATION], TEXT).row()
     for upper in [*ALL[1:], ABLATION]:
         lower = LADDER.below(LADDER.by_key(upper)).key
         gained = analysis.gain(analysis.surprise_of(models[upper], TEXT), analysis.surprise_of(models[lower], TEXT))
         assert (gained.milestone, gained.against) == (upper, lower)
-        np.testing.assert_allclose(gained.bits, np.array(rows[lower]["bits"]) - rows[upper]["bits"], atol=1e-6)
-        assert gained.per_char == pytest.approx(rows[lower]["bits_per_char"] - rows[upper]["bits_per_char"], abs=1e-6)
-    assert LADDER.below(LADDER[1]) is None and LADDER.below(LADDER.ablation).number == LADDER.ablation_of
+        np.testing.assert_allclose(gained.bits, np.array(rows[lower].bits) - rows[upper].bits, atol=1e-6)
+        assert gained.per_char == pytest.approx(rows[lower].bits_per_char - rows[upper].bits_per_char, abs=1e-6)
+    # The ablation adds milestone 6's depth to milestone 5, without its residuals: its idea is measured against 5,
+    # in the Inside tab's gain rows as in the results table's gain column.
+    assert LADDER.below(LADDER[1]) is None and LADDER.below(LADDER.ablation).number == LADDER.ablation_of - 1
 
 
 def test_logit_lens_result(service, models):
@@ -122,6 +124,7 @@ def test_logit_lens_result(service, models):
     assert [b["after"] for b in result["blocks"]] == list(range(models[8].model.config.n_layer + 1))
     surprise = analysis.surprise_of(models[8], "WOODY: Hey!")
     assert result["blocks"][-1]["bits"] == surprise.bits.tolist()
+    assert result["first_ranked_first"] == analysis.lens(models[8], "WOODY: Hey!").first_ranked_first().tolist()
     for block in result["blocks"]:
         assert len(block["bits"]) == len(block["ranks"]) == len(result["characters"])
         assert block["bits_per_char"] == pytest.approx(np.mean(block["bits"]))

@@ -85,7 +85,7 @@ def test_concurrent_users_get_their_own_texts_and_memory_stays_bounded(app_url, 
     assert all(result == BUSY for kind, _, result in outcomes if kind == "busy")
     for kind, sent, texts in outcomes:
         if kind == "ok":  # each user gets exactly the texts of its own seed, however the requests interleaved
-            assert list(texts) == served.run(served.generate_request(**sent))
+            assert texts == served.run(served.generate_request(**sent)).model_dump()
     assert after - before < RSS_GROWTH_BOUND, f"RSS grew by {(after - before) / 2**20:.0f} MB"
 
 
@@ -167,9 +167,11 @@ def test_past_the_queue_size_callers_are_told_the_app_is_busy(tiny_queue_app, se
         assert raw.status_code == 503 and raw.json()["detail"].startswith("Queue is full. Max size is 1")
         gate.set()
         for job, user in [*zip(running, range(SLOTS)), (waiting, 98)]:  # the accepted ones all finish
-            assert list(job.result(timeout=REQUEST_TIMEOUT)) == served.run(served.generate_request(**inputs(user, 0)))
+            want = served.run(served.generate_request(**inputs(user, 0))).model_dump()
+            assert job.result(timeout=REQUEST_TIMEOUT) == want
         # Once there is room again, the refused caller is served.
-        assert len(clients[-1].predict(**inputs(99, 0), api_name="/generate")) == len(LADDER.milestones)
+        answer = clients[-1].predict(**inputs(99, 0), api_name="/generate")
+        assert [w["milestone"] for w in answer["texts"]] == inputs(99, 0)["milestones"]
     finally:
         for client in clients:
             client.close()
@@ -187,7 +189,8 @@ def test_the_app_runs_as_many_generations_at_once_as_its_engine_has_rows(served_
             for i in range(rows):  # the gate holds the started ones far longer than this waits
                 assert started.acquire(timeout=REQUEST_TIMEOUT / 5), f"only {i} of {rows} generations started at once"
             gate.set()
-            assert all(len(job.result(timeout=REQUEST_TIMEOUT)) == len(LADDER.milestones) for job in jobs)
+            assert all(len(job.result(timeout=REQUEST_TIMEOUT)["texts"]) == len(inputs(0, 0)["milestones"])
+                       for job in jobs)
         finally:
             for client in clients:
                 client.close()

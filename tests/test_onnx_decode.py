@@ -12,7 +12,8 @@ from tests.conftest import TEST_VOCAB, last_logits, small_model
 from toystory_gpt import onnx_decode
 from toystory_gpt.decoding import KVCache, TorchDecoding
 from toystory_gpt.milestones import LADDER
-from toystory_gpt.serving import Models, generate
+from toystory_gpt.pool import generate
+from toystory_gpt.serving import Models
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.weights import load_all
 

@@ -392,13 +392,13 @@ def test_space_rehearsal_the_listed_files_alone_started_as_a_space_serve_all_eig
                 except OSError:
                     time.sleep(1)
             client = Client(url, verbose=False)
-            texts = client.predict(milestones=list(range(1, 9)), prompt="WOODY:", length=20, temperature=0.8,
-                                   top_k=0, seed=0, api_name="/generate")
+            answer = client.predict(milestones=list(range(1, 9)), prompt="WOODY:", length=20, temperature=0.8,
+                                    top_k=0, seed=0, api_name="/generate")
             tabs = [c["props"]["label"] for c in client.config["components"] if c["type"] == "tabitem"]
             client.close()
         finally:
             server.kill()
             server.wait()
-    assert len(texts) == 8 and all(texts), texts
+    assert [(w["milestone"], len(w["text"])) for w in answer["texts"]] == [(n, 20) for n in range(1, 9)], answer
     assert tabs == TABS
     assert f"serving 8 of 8 milestones from {space / 'weights'}" in Path(log.name).read_text()  # the copy, not ROOT

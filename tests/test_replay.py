@@ -15,7 +15,7 @@ from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
 from toystory_gpt import api, weights
 from toystory_gpt.milestones import LADDER
-from toystory_gpt.serving import generate
+from toystory_gpt.pool import generate
 from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.trainer import TrainConfig, Trainer
 
@@ -114,15 +114,15 @@ def test_generating_from_a_snapshot_is_the_same_everywhere(quick_weights, servic
     settings = dict(milestones=[3, 8], prompt="WOODY:", length=40, temperature=0.8, top_k=0, seed=5)
     library = service.run(service.generate_request(**settings, step=10))
     then = weights.load_snapshot(service.models.saved[8], 10)  # a snapshot decodes in PyTorch
-    assert library[7] == generate(then.model, then.tokenizer, "WOODY:", 40, 0.8, 0, 5)
+    assert library.text(8) == generate(then.model, then.tokenizer, "WOODY:", 40, 0.8, 0, 5)
     assert library != service.run(service.generate_request(**settings))  # not the final weights
     served = client.predict(**settings, step=10, api_name="/generate")
-    assert list(served) == library
+    assert served == library.model_dump()
     final = client.predict(**settings, api_name="/generate")  # the default: today's texts
-    assert list(final) == service.run(service.generate_request(**settings))
+    assert final == service.run(service.generate_request(**settings)).model_dump()
     assert cli.main(["generate", "--weights", str(quick_weights), "--milestones", "3,8", "--length", "40",
                      "--seed", "5", "--prompt", "WOODY:", "--step", "10", "--json"]) == 0
-    assert [t["text"] for t in json.loads(capsys.readouterr().out)] == [library[2], library[7]]
+    assert [t["text"] for t in json.loads(capsys.readouterr().out)] == [library.text(3), library.text(8)]
     with pytest.raises(AppError, match="Milestone 8 · \\+ dropout kept no weights at step 15; it kept steps 10, 20"):
         client.predict(milestones=[8], prompt="W", length=5, temperature=0.8, top_k=0, seed=0, step=15,
                        api_name="/generate")

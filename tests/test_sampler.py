@@ -10,8 +10,8 @@ from toystory_gpt import weights
 from toystory_gpt.decoding import torch_decoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoding
+from toystory_gpt.pool import generate
 from toystory_gpt.sampler import distribution, pick
-from toystory_gpt.serving import generate
 from toystory_gpt.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(TEST_VOCAB)

@@ -22,7 +22,7 @@ def test_quick_run_builds_every_milestone(quick_weights):
     assert (quick_weights / "ablation-deep-no-residual" / "model.safetensors").is_file()
     summary = report.read_summary(quick_weights)
     assert summary.corpus.to_text() in (quick_weights / "milestone1" / "milestone1.txt").read_text()
-    assert [r["milestone"] for r in summary.rows] == [1, 2, 3, 4, 5, 6, 7, 8, None]
+    assert [r.milestone for r in summary.rows] == [1, 2, 3, 4, 5, 6, 7, 8, None]
     assert summary.corpus.vocabulary == 62 and summary.command.startswith("python train.py --quick")
     assert summary.corpus.name == LADDER_TEXT.name and summary.corpus.sha256 == corpus.sha256_of(LADDER_TEXT)
     card = (quick_weights / "README.md").read_text()
@@ -32,11 +32,11 @@ def test_quick_run_builds_every_milestone(quick_weights):
 def test_evaluate_recomputes_the_saved_numbers(quick_weights, capsys):
     assert cli.main(["evaluate", "--text", str(LADDER_TEXT), "--weights", str(quick_weights), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    saved = {r["milestone"]: r for r in report.read_summary(quick_weights).rows}
+    saved = {r.milestone: r for r in report.read_summary(quick_weights).rows}
     assert [r["milestone"] for r in rows] == list(range(1, 9))
     for r in rows:
-        assert r["val_loss"] == pytest.approx(saved[r["milestone"]]["val_loss"], abs=1e-5)
-        assert r["params"] == saved[r["milestone"]]["params"]
+        assert r["val_loss"] == pytest.approx(saved[r["milestone"]].val_loss, abs=1e-5)
+        assert r["params"] == saved[r["milestone"]].params
 
 
 def test_training_a_subset_keeps_the_others(tmp_path):
@@ -46,7 +46,7 @@ def test_training_a_subset_keeps_the_others(tmp_path):
     assert train.main(["--quick", "--milestones", "1", "--max-steps", "5", "--out", str(out),
                        "--corpus", str(SCREENPLAY_SAMPLE)]) == 0
     rows = report.read_summary(out).rows
-    assert [r["milestone"] for r in rows] == [1, 2, 3] and rows[0]["steps"] == 5
+    assert [r.milestone for r in rows] == [1, 2, 3] and rows[0].steps == 5
     # A screenplay's exploration (milestone 1's sample) counts its speakers.
     assert "top speakers by lines: MARGO 10, BRASS 8" in (out / "milestone1" / "milestone1.txt").read_text()
 

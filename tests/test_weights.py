@@ -101,7 +101,7 @@ def test_unreadable_history_is_left_out_of_the_summary_not_fatal(quick_weights, 
     (tmp_path / "w" / "milestone4" / "history.json").write_text("{not json")
     (tmp_path / "w" / "milestone6" / "history.json").unlink()
     rows = report.collect_rows(tmp_path / "w")
-    assert [r["milestone"] for r in rows] == [1, 2, 3, 5, 7, 8, None]
+    assert [r.milestone for r in rows] == [1, 2, 3, 5, 7, 8, None]
     saved = weights.load(tmp_path / "w" / "milestone6", LADDER[6])  # no history: still loads
     assert saved.record is None
     assert "| 6 · + residual connections |" in report.table([report.row(LADDER[6], saved.record)])

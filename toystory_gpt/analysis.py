@@ -35,9 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch.nn import functional as F
 
-from . import milestones as ladders  # read at call time: tests may extend the ladder
+from .milestones import Ladder, Milestone
 from .recorder import Recorder
 from .sampler import START, distribution
 from .tokenizer import distinct
@@ -84,8 +85,8 @@ class Surprise:
     def bits_per_char(self) -> float:
         return float(self.bits.mean())
 
-    def as_dict(self) -> dict:
-        return {"milestone": self.milestone, "bits_per_char": self.bits_per_char, "bits": self.bits.tolist()}
+    def row(self) -> SurpriseRow:
+        return SurpriseRow(milestone=self.milestone, bits_per_char=self.bits_per_char, bits=self.bits.tolist())
 
 
 @dataclass
@@ -126,9 +127,107 @@ class Look:
     lens: np.ndarray | None = None  # (L + 1, V): the stream after each block read as logits; None unless deep, asked
 
 
-def reading(models: Mapping, text: str, keys: Sequence, temperature: float = 0.0, top_k: int = 0) -> Request:
-    """What the models ``keys`` (loaded, in ``models``) read of ``text``: the characters every one knows."""
-    kept, dropped = readable([models[key] for key in keys], text)
+# ------------------------------------------------------------------------------------------------ the answers
+# What the endpoints send (and the CLI prints, and the Inside tab draws): plain numbers and lists, typed.
+
+class Answer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Scored(Answer):
+    """A text as the models read it: unknown characters dropped (``dropped``: each once, in order)."""
+    text: str
+    dropped: str
+
+
+class SurpriseRow(Answer):
+    milestone: int | str         # Milestone.key
+    bits_per_char: float
+    bits: list[float]            # −log2 p(text[i] | "\n" + text[:i]), per character
+
+
+class SurpriseAnswer(Scored):
+    """/surprise: each chosen milestone's bits at every character of the text."""
+    milestones: list[SurpriseRow]
+
+
+class CharChance(Answer):
+    """A next character: the model's own probability of it, and as the sampler would draw it with the knobs."""
+    char: str
+    probability: float
+    sampled_probability: float
+
+
+class TrueNext(CharChance):
+    rank: int                    # 1 + how many characters the model found likelier
+
+
+class NextChars(Answer):
+    """One milestone's likeliest next characters at a slot; the true next one, if the slot has one."""
+    milestone: int | str         # Milestone.key
+    chars: list[CharChance]      # likeliest first
+    true_next: TrueNext | None = None
+
+
+class NextCharsAnswer(Scored):
+    """/next_chars: every chosen milestone's likeliest next characters at ``position``."""
+    position: int
+    temperature: float
+    top_k: int
+    milestones: list[NextChars]
+
+
+class AttentionAnswer(Scored):
+    """/attention: one milestone's attention over the context of ``position``, read as ``characters``."""
+    milestone: int
+    position: int
+    start: int                   # the context is ("\n" + text)[start : position + 1]
+    characters: list[str]
+    weights: list[list[list[list[float]]]]  # (layers, heads, T, T)
+
+
+class LensBlock(Answer):
+    """The stream read after one block (0: the embeddings), at every character."""
+    after: int
+    bits: list[float]
+    bits_per_char: float
+    ranks: list[int]             # the true character's rank there
+    change: float | None         # the block's mean ‖output − input‖ / ‖input‖; None for the embeddings
+
+
+class LensAnswer(Scored):
+    """/logit_lens: a deep model's bits after each block, and where the true character first ranks first."""
+    milestone: int | str
+    characters: list[str]
+    blocks: list[LensBlock]
+    first_ranked_first: list[int]  # per character, the first block after which it ranks first; len(blocks): never
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the Inside tab's rows are drawn from: the request, the surprise of every chosen model and of the model
+    below each (``below``: chosen key → the key of the one below, where that was scored too), and the lens of every
+    chosen deep model, if asked."""
+    request: Request
+    surprises: Mapping[int | str, Surprise]
+    below: Mapping[int | str, int | str]
+    lenses: Mapping[int | str, Lens]
+
+
+def read_inside(models: Mapping, req: Request, below: Mapping[int | str, int | str], lens_too: bool) -> Reading:
+    """Score ``req``'s text with every chosen model and the ones ``below`` them (one forward pass each, in the
+    order of ``models``), and read the lens of every chosen deep one if ``lens_too``."""
+    wanted = set(req.milestones) | set(below.values())
+    surprises = {key: surprise_of(models[key], req.text) for key in models if key in wanted}
+    lenses = {key: lens(models[key], req.text) for key in req.milestones if lens_too and deep(models[key])}
+    return Reading(req, surprises, dict(below), lenses)
+
+
+def reading(models: Mapping, text: str, keys: Sequence, temperature: float = 0.0, top_k: int = 0,
+            beside: Sequence = ()) -> Request:
+    """What the models ``keys`` (loaded, in ``models``) read of ``text``: the characters every one, and every
+    model ``beside`` them, knows."""
+    kept, dropped = readable([models[key] for key in (*keys, *beside)], text)
     return Request(kept, dropped, tuple(keys), temperature, top_k)
 
 
@@ -211,26 +310,39 @@ def _stream_names(saved: SavedModel) -> list[str]:
 
 
 def deep(saved: SavedModel) -> bool:
-    """Whether the lens has blocks to read between (milestones 6-8 and the ablation)."""
+    """Whether the lens has blocks to read between (at least LENS_BLOCKS: ``deep_ones`` names them)."""
     return saved.model.config.n_layer >= LENS_BLOCKS
 
 
-def no_lens(saved: SavedModel) -> str:
-    """Why a model has no logit lens, in a sentence."""
+def deep_ones(ladder: Ladder, conjunction: str = "or") -> str:
+    """The ladder's models deep enough for the lens, in words: "6, 7, 8 or the ablation"."""
+    named = [str(m.number) if not m.is_ablation else "the ablation" for m in ladder.models
+             if m.config.get("n_layer", 0) >= LENS_BLOCKS]
+    return f"{', '.join(named[:-1])} {conjunction} {named[-1]}" if len(named) > 1 else "".join(named)
+
+
+def attending(ladder: Ladder) -> str:
+    """The milestones with attention, in words: "3 and up"."""
+    numbers = [m.number for m in ladder if m.config.get("n_layer", 0) >= 1]
+    if numbers == list(range(numbers[0], len(ladder) + 1)):
+        return f"{numbers[0]} and up"
+    return ", ".join(map(str, numbers))
+
+
+def no_lens(saved: SavedModel, ladder: Ladder) -> str:
+    """Why a model has no logit lens, in a sentence (naming ``ladder``'s models that have one)."""
     blocks = saved.model.config.n_layer
-    ladder = ladders.LADDER
-    deep_ones = ", ".join(str(m.number) for m in ladder if m.config.get("n_layer", 0) >= LENS_BLOCKS)
-    also = " and the ablation" if ladder.ablation.config.get("n_layer", 0) >= LENS_BLOCKS else ""
     return (f"Milestone {saved.milestone.label} has {f'only {blocks} block' if blocks else 'no blocks'}: the logit "
-            f"lens reads the stream between blocks, so it needs at least {LENS_BLOCKS} (milestones {deep_ones}{also}).")
+            f"lens reads the stream between blocks, so it needs at least {LENS_BLOCKS} (milestones "
+            f"{deep_ones(ladder, 'and')}).")
 
 
 @torch.inference_mode()
 def lens(saved: SavedModel, text: str, stride=None) -> Lens:
     """The logit lens of a deep model over ``text``: every slot read after every block, in ``surprise``'s windows
-    (one batched forward pass, the block outputs recorded by forward hooks)."""
+    (one batched forward pass, the block outputs recorded by forward hooks). Only for a ``deep`` model."""
     if not deep(saved):
-        raise Unanswerable(no_lens(saved))
+        raise ValueError(f"{saved.milestone.label} has no blocks between its embeddings and its head to read")
     windows, at, targets = _windows(saved, text, _stride(saved, stride))
     names = _stream_names(saved)
     with Recorder(saved.model, *names) as seen:
@@ -271,7 +383,8 @@ def look(models: Mapping, req: Request, slot: int, insides: bool = True) -> list
     return [look_at(models[n], req.text, slot, insides) for n in req.milestones]
 
 
-def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperature: float, top_k: int, k: int) -> dict:
+def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperature: float, top_k: int,
+                     k: int) -> NextChars:
     """The ``k`` likeliest next characters by the model's own probability, each also as the sampler would draw it
     at this temperature and top-k; and the true next character's rank, when there is one."""
     raw = distribution(seen.logits, 1.0, 0)  # the model's own softmax
@@ -279,61 +392,67 @@ def next_chars_entry(saved: SavedModel, seen: Look, truth: str | None, temperatu
     order = np.argsort(-raw, kind="stable")
     vocab = saved.tokenizer.vocab
 
-    def entry(token: int) -> dict:
-        return {"char": vocab[token], "probability": float(raw[token]), "sampled_probability": float(sampled[token])}
+    def chance(token: int) -> dict:
+        return dict(char=vocab[token], probability=float(raw[token]), sampled_probability=float(sampled[token]))
 
-    result = {"milestone": seen.milestone, "chars": [entry(t) for t in order[:k]]}
+    true_next = None
     if truth is not None:
         token = vocab.index(truth)
-        result["true_next"] = {**entry(token), "rank": int(np.flatnonzero(order == token)[0]) + 1}
-    return result
+        true_next = TrueNext(**chance(token), rank=int(np.flatnonzero(order == token)[0]) + 1)
+    return NextChars(milestone=seen.milestone, chars=[CharChance(**chance(t)) for t in order[:k]], true_next=true_next)
 
 
-def next_chars(models: Mapping, req: Request, k: int, position: int | None = None) -> dict:
+def next_chars(models: Mapping, req: Request, k: int, position: int | None = None) -> NextCharsAnswer:
     """/next_chars: per milestone the top-k next characters at a slot (default: after the whole text)."""
     slot = slot_of(req, position)
     k = _within(k, "k", 1, min(models[key].model.config.vocab_size for key in req.milestones))
     entries = [next_chars_entry(models[seen.milestone], seen, req.truth(slot), req.temperature, req.top_k, k)
                for seen in look(models, req, slot, insides=False)]
-    return {"text": req.text, "dropped": req.dropped, "position": slot, "temperature": req.temperature,
-            "top_k": req.top_k, "milestones": entries}
+    return NextCharsAnswer(text=req.text, dropped=req.dropped, position=slot, temperature=req.temperature,
+                           top_k=req.top_k, milestones=entries)
 
 
-def sees_instead(number: int) -> str:
+def sees_instead(milestone: Milestone) -> str:
     """What a milestone without attention sees instead of a context, as a clause."""
-    if ladders.LADDER[number].config["sees_input"]:
+    if milestone.config["sees_input"]:
         return "it sees only the current character"
     return "it sees nothing, and makes the same guess everywhere"
 
 
-def no_attention(number: int) -> str:
+def no_attention(milestone: Milestone) -> str:
     """What a milestone without attention sees instead, in a sentence."""
-    return f"Milestone {ladders.LADDER[number].label} has no attention: {sees_instead(number)}."
+    return f"Milestone {milestone.label} has no attention: {sees_instead(milestone)}."
 
 
-def attention(models: Mapping, req: Request, position: int | None = None) -> dict:
+def attention(models: Mapping, req: Request, position: int | None = None) -> AttentionAnswer:
     """/attention: every layer's and head's weights over the context of a slot (default: after the whole text)."""
     (key,) = req.milestones
     if not models[key].model.config.has_attention:
-        raise Unanswerable(no_attention(key))
+        raise Unanswerable(no_attention(models[key].milestone))
     slot = slot_of(req, position)
     (seen,) = look(models, req, slot)
-    return {"text": req.text, "dropped": req.dropped, "milestone": key, "position": slot, "start": seen.start,
-            "characters": list((START + req.text)[seen.start : slot + 1]), "weights": seen.attention.tolist()}
+    return AttentionAnswer(text=req.text, dropped=req.dropped, milestone=key, position=slot, start=seen.start,
+                           characters=list((START + req.text)[seen.start : slot + 1]),
+                           weights=seen.attention.tolist())
 
 
-def surprise(models: Mapping, req: Request, stride=None) -> dict:
+def surprise(models: Mapping, req: Request, stride=None) -> SurpriseAnswer:
     """/surprise: every chosen milestone's bits at each character of ``text``, and their mean."""
-    return {"text": req.text, "dropped": req.dropped,
-            "milestones": [row.as_dict() for row in score(models, req, stride)]}
+    return SurpriseAnswer(text=req.text, dropped=req.dropped,
+                          milestones=[row.row() for row in score(models, req, stride)])
 
 
-def logit_lens(models: Mapping, req: Request) -> dict:
+def logit_lens(models: Mapping, req: Request, ladder: Ladder) -> LensAnswer:
     """/logit_lens: a deep model's bits at each character of the text read after each of its blocks (0: the
-    embeddings), each block's mean relative change of the stream, and the true character's rank."""
+    embeddings), each block's mean relative change of the stream, and the true character's rank; Unanswerable,
+    naming ``ladder``'s deep models, for a model without blocks to read between."""
     (key,) = req.milestones
+    if not deep(models[key]):
+        raise Unanswerable(no_lens(models[key], ladder))
     read = lens(models[key], req.text)
-    return {"text": req.text, "dropped": req.dropped, "milestone": key, "characters": list(req.text),
-            "blocks": [{"after": i, "bits": bits.tolist(), "bits_per_char": float(bits.mean()),
-                        "ranks": read.ranks[i].tolist(), "change": float(read.change[i - 1]) if i else None}
-                       for i, bits in enumerate(read.bits)]}
+    return LensAnswer(text=req.text, dropped=req.dropped, milestone=key, characters=list(req.text),
+                      blocks=[LensBlock(after=i, bits=bits.tolist(), bits_per_char=float(bits.mean()),
+                                        ranks=read.ranks[i].tolist(),
+                                        change=float(read.change[i - 1]) if i else None)
+                              for i, bits in enumerate(read.bits)],
+                      first_ranked_first=read.first_ranked_first().tolist())

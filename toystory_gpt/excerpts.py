@@ -19,9 +19,8 @@ import itertools
 import textwrap
 from dataclasses import dataclass
 
-from . import milestones as ladders  # read at call time: tests may extend the ladder
 from . import model
-from .milestones import Milestone
+from .milestones import LADDER, Ladder, Milestone
 
 # Where a rung's first change is not the switch its code hangs on: the bigram turns sees_input on, which
 # leaves it the table branch of ``has_attention``; milestone 3 also sets sizes, but blocks are what it adds.
@@ -58,9 +57,9 @@ class Excerpt:
         return "\n".join(shown)
 
 
-def switch_of(milestone: Milestone) -> str:
-    """The config switch whose lines show what ``milestone`` adds (for the ablation, what it takes out)."""
-    ladder = ladders.LADDER
+def switch_of(milestone: Milestone, ladder: Ladder = LADDER) -> str:
+    """The config switch whose lines show what ``milestone`` of ``ladder`` adds (for the ablation, what it takes
+    out)."""
     rung = ladder.ablation_rung if milestone.is_ablation else ladder.rungs[milestone.number - 1]
     return SWITCH_OF.get(milestone.key) or next(iter(rung.changes))
 
@@ -118,9 +117,9 @@ def _assigned(statement: ast.stmt, scope: str) -> list[tuple[str, str]]:
             for t in targets if isinstance(t, (ast.Attribute, ast.Name))]
 
 
-def excerpt(milestone: Milestone, source: str) -> Excerpt:
+def excerpt(milestone: Milestone, source: str, ladder: Ladder = LADDER) -> Excerpt:
     """The lines of ``source`` (model.py's text) that ``milestone``'s switch turns on."""
-    switch = switch_of(milestone)
+    switch = switch_of(milestone, ladder)
     statements = _scopes(ast.parse(source))
     first = [(scope, s) for scope, s in statements if _mentions(s, {switch})]
     taken = {n: scope for scope, s in first for n in _lines(s)}
@@ -139,7 +138,7 @@ def excerpt(milestone: Milestone, source: str) -> Excerpt:
     return Excerpt(milestone, switch, tuple(pieces))
 
 
-def read() -> list[Excerpt]:
-    """Every model of the ladder's excerpt, the ablation's last, from model.py as it is now."""
+def read(ladder: Ladder = LADDER) -> list[Excerpt]:
+    """Every model of ``ladder``'s excerpt, the ablation's last, from model.py as it is now."""
     source = inspect.getsource(model)
-    return [excerpt(m, source) for m in ladders.LADDER.models]
+    return [excerpt(m, source, ladder) for m in ladder.models]

@@ -2,14 +2,15 @@
 
 A rung is described once: its name, the idea it adds, the config switches that add it, why that step
 can score worse than the one below, and how its training differs. ``train.py``, the CLI, the reports
-and the app all read ``LADDER`` when they run (never a copy made at import), so adding a ninth rung
-is one more ``Rung`` below, and retraining.
+and the app take the ladder they serve as an argument (``LADDER`` unless given another), and every
+count, label and list of milestones they show is read from it, so adding a ninth rung is one more
+``Rung`` below, and retraining.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .model import GPTConfig
@@ -102,8 +103,10 @@ class Ladder:
         return self.ablation if key == ABLATION else self[key]
 
     def below(self, milestone: Milestone) -> Milestone | None:
-        """The model it adds one idea to: the milestone under it, or for the ablation the one it takes apart."""
-        number = milestone.ablation_of if milestone.is_ablation else milestone.number - 1
+        """The model it adds its idea to, which its gain is measured against (the results table's gain column, the
+        Inside tab's gain rows): the milestone under it; for the ablation, the one under the milestone it takes
+        apart (it adds that milestone's depth without its residuals)."""
+        number = milestone.ablation_of - 1 if milestone.is_ablation else milestone.number - 1
         return self._by_number.get(number)
 
     @property
@@ -120,15 +123,19 @@ class Ladder:
         return Ladder((*self.rungs, *rungs), self.ablation_rung, self.ablation_of)
 
 
-def milestone_list(value: str) -> list[int]:
-    """Milestone numbers written as ``2,5,8`` on a command line, in ladder order (an argparse ``type``)."""
-    try:
-        numbers = sorted({int(part) for part in value.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milestone numbers like 2,5,8, got {value!r}") from None
-    if not numbers or any(n not in LADDER for n in numbers):
-        raise argparse.ArgumentTypeError(f"milestones are numbered 1-{len(LADDER)}, got {value!r}")
-    return numbers
+def milestone_list(ladder: Ladder) -> Callable[[str], list[int]]:
+    """An argparse ``type``: milestone numbers of ``ladder`` written as ``2,5,8`` on a command line, in order."""
+
+    def numbers_of(value: str) -> list[int]:
+        try:
+            numbers = sorted({int(part) for part in value.split(",") if part.strip()})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected milestone numbers like 2,5,8, got {value!r}") from None
+        if not numbers or any(n not in ladder for n in numbers):
+            raise argparse.ArgumentTypeError(f"milestones are numbered 1-{len(ladder)}, got {value!r}")
+        return numbers
+
+    return numbers_of
 
 
 LADDER = Ladder((

@@ -142,6 +142,24 @@ class TrainingRecord:
         return cls(**raw)
 
 
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of the results table: one trained model and seed, as measured (``report.row``)."""
+    milestone: int | None          # its number on the ladder; None for the ablation
+    folder: str
+    label: str
+    params: int | None             # None where nothing recorded it (so for every field below that may be None)
+    val_loss: float | None         # best validation loss, nats/char
+    val_bits: float | None         # the same in bits/char
+    best_step: int | None
+    steps: int | None
+    wall_time: float | None        # seconds of training
+    seed: int | None
+    served: bool                   # its weights are in the folder (the run's first seed)
+    still_improving: bool | None
+    train_loss: float | None       # the mean training loss up to its best step
+
+
 @dataclass
 class RunSummary:
     """What one run of train.py measured as a whole (``results.json``); its rows cover every model in the folder."""
@@ -149,7 +167,7 @@ class RunSummary:
     wall_time: float
     corpus: CorpusRecord           # the text the models were trained on
     seeds: list[int]               # every seed trained, the served one (whose weights the folders hold) first
-    rows: list[dict]               # report.row of each model and seed: milestones in order, then the ablation
+    rows: list[ResultRow]          # report.row of each model and seed: milestones in order, then the ablation
     format: int = FORMAT
 
     @property
@@ -163,7 +181,12 @@ class RunSummary:
     def from_json(cls, text: str) -> RunSummary:
         """Parse and check a results.json; ValueError says what is wrong with it."""
         raw = _fields(text, cls)
-        return cls(**{**raw, "corpus": CorpusRecord.from_dict(raw["corpus"])})
+        try:
+            rows = [ResultRow(**row) for row in raw["rows"]]
+        except TypeError as exc:
+            raise ValueError(f"a row is not {{{', '.join(f.name for f in dataclasses.fields(ResultRow))}}} ({exc})") \
+                from None
+        return cls(**{**raw, "corpus": CorpusRecord.from_dict(raw["corpus"]), "rows": rows})
 
 
 def _to_json(record) -> str:

@@ -9,9 +9,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import corpus, folders, hub, milestones
-from .milestones import Milestone
-from .record import RunSummary, TrainingRecord
+from . import corpus, folders, hub
+from .milestones import LADDER, Ladder, Milestone
+from .record import ResultRow, RunSummary, TrainingRecord
 from .weights import WeightsError, read_record
 
 NATS_PER_BIT = math.log(2)
@@ -25,17 +25,16 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 
 def row(milestone: Milestone, record: TrainingRecord | None, params: int | None = None,
-        val_loss: float | None = None, served: bool = True) -> dict:
+        val_loss: float | None = None, served: bool = True) -> ResultRow:
     """The summary row of one trained model; ``params`` and ``val_loss`` as measured now, else as recorded
     (what no record says is None). ``served``: its weights are in the folder (the run's first seed)."""
     loss = val_loss if val_loss is not None else record and record.best_val_loss
-    return {"milestone": milestone.number, "folder": milestone.folder, "label": milestone.label,
-            "params": params if params is not None else record and record.params, "val_loss": loss,
-            "val_bits": None if loss is None else loss / NATS_PER_BIT, "best_step": record and record.best_step,
-            "steps": record and record.steps, "wall_time": record and record.wall_time,
-            "seed": record and record.seed, "served": served,
-            "still_improving": record and record.still_improving,
-            "train_loss": record and record.train_loss_at_best}
+    return ResultRow(milestone=milestone.number, folder=milestone.folder, label=milestone.label,
+                     params=params if params is not None else record and record.params, val_loss=loss,
+                     val_bits=None if loss is None else loss / NATS_PER_BIT, best_step=record and record.best_step,
+                     steps=record and record.steps, wall_time=record and record.wall_time,
+                     seed=record and record.seed, served=served, still_improving=record and record.still_improving,
+                     train_loss=record and record.train_loss_at_best)
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Spread:
 
 
 @dataclass(frozen=True)
-class Gain:
+class LossGain:
     """What one idea bought: the val loss of the model without it minus the model with it, seed by seed (one seed
     means the same batches for both), so positive is better."""
     gains: tuple[float, ...]
@@ -81,34 +80,28 @@ class Gain:
         return f"{self.mean:+.3f}{spread}" + (" (within noise)" if self.within_noise else "")
 
 
-def spreads(rows: list[dict]) -> dict[str, Spread]:
+def spreads(rows: list[ResultRow]) -> dict[str, Spread]:
     """Each model's val loss over every seed the rows hold, by folder."""
     losses: dict[str, dict[int, float]] = {}
     for r in rows:
-        if r["val_loss"] is not None:
-            losses.setdefault(r["folder"], {})[r["seed"]] = r["val_loss"]
+        if r.val_loss is not None:
+            losses.setdefault(r.folder, {})[r.seed] = r.val_loss
     return {folder: Spread(by_seed) for folder, by_seed in losses.items()}
 
 
-def baseline(milestone: Milestone) -> Milestone | None:
-    """The model a milestone's idea is measured against: the rung below it; for the ablation, the rung below the one
-    it takes an idea out of (it adds that rung's depth without its residuals)."""
-    below = milestone.ablation_of - 1 if milestone.is_ablation else milestone.number - 1
-    return milestones.LADDER[below] if below in milestones.LADDER else None
-
-
-def gain(spread_of: dict[str, Spread], milestone: Milestone) -> Gain | None:
-    """``milestone``'s gain over its baseline on the seeds both were trained with; None where one is missing."""
-    base = baseline(milestone)
+def gain(spread_of: dict[str, Spread], milestone: Milestone, ladder: Ladder = LADDER) -> LossGain | None:
+    """``milestone``'s gain over the model below it (``Ladder.below``) on the seeds both were trained with; None
+    where one is missing."""
+    base = ladder.below(milestone)
     below, above = base and spread_of.get(base.folder), spread_of.get(milestone.folder)
     if below is None or above is None or not (seeds := sorted(set(below.losses) & set(above.losses))):
         return None
-    return Gain(tuple(below.losses[s] - above.losses[s] for s in seeds))
+    return LossGain(tuple(below.losses[s] - above.losses[s] for s in seeds))
 
 
-def served_rows(rows: list[dict]) -> list[dict]:
+def served_rows(rows: list[ResultRow]) -> list[ResultRow]:
     """The rows of the weights the folders hold (one per model), in ladder order."""
-    return [r for r in rows if r["served"]]
+    return [r for r in rows if r.served]
 
 
 @dataclass(frozen=True)
@@ -155,11 +148,11 @@ STILL_IMPROVING_NOTE = (f"{STILL_IMPROVING}: still improving at its last step (i
                         f"so more steps would lower its loss.")
 
 
-def _best_step(r: dict) -> str:
-    return _cell(r["best_step"], ",") + (f" {STILL_IMPROVING}" if r["still_improving"] else "")
+def _best_step(r: ResultRow) -> str:
+    return _cell(r.best_step, ",") + (f" {STILL_IMPROVING}" if r.still_improving else "")
 
 
-def table(rows: list[dict], published: PublishedLadder | None = None) -> str:
+def table(rows: list[ResultRow], published: PublishedLadder | None = None, ladder: Ladder = LADDER) -> str:
     """The results table of the served weights; where the rows hold more seeds, each model's mean ± sd over them and
     each idea's gain ± sd, marked "within noise" when smaller than twice its sd; ``published``: a column of its
     losses."""
@@ -167,28 +160,27 @@ def table(rows: list[dict], published: PublishedLadder | None = None) -> str:
     spread_of = spreads(rows)
     seeds = max((spread.n for spread in spread_of.values()), default=1)
     extra = [published.name] if published else []
-    lecture = [[_cell(published.losses.get(r["milestone"]), ".2f")] if published else [] for r in shown]
+    lecture = [[_cell(published.losses.get(r.milestone), ".2f")] if published else [] for r in shown]
     if seeds == 1:
         header = ["milestone", "params", "val nats/char", "val bits/char", "best step", "steps", "time (s)", *extra]
-        body = [[r["label"], _cell(r["params"], ","), _cell(r["val_loss"], ".3f"), _cell(r["val_bits"], ".3f"),
-                 _best_step(r), _cell(r["steps"], ","), _cell(r["wall_time"], ".0f"), *cells]
+        body = [[r.label, _cell(r.params, ","), _cell(r.val_loss, ".3f"), _cell(r.val_bits, ".3f"),
+                 _best_step(r), _cell(r.steps, ","), _cell(r.wall_time, ".0f"), *cells]
                 for r, cells in zip(shown, lecture)]
     else:
-        served_seed = next((r["seed"] for r in shown), None)
+        served_seed = next((r.seed for r in shown), None)
         header = ["milestone", "params", f"val nats/char (seed {served_seed})", f"mean ± sd ({seeds} seeds)",
                   "gain ± sd", "best step", "steps", "time (s)", *extra]
         body = []
         for r, cells in zip(shown, lecture):
-            spread = spread_of.get(r["folder"])
-            idea = gain(spread_of, milestones.LADDER.ablation if r["milestone"] is None
-                        else milestones.LADDER[r["milestone"]])
-            body.append([r["label"], _cell(r["params"], ","), _cell(r["val_loss"], ".3f"),
+            spread = spread_of.get(r.folder)
+            idea = gain(spread_of, ladder.ablation if r.milestone is None else ladder[r.milestone], ladder)
+            body.append([r.label, _cell(r.params, ","), _cell(r.val_loss, ".3f"),
                          "–" if spread is None else _mean_sd(spread), "–" if idea is None else idea.text(),
-                         _best_step(r), _cell(r["steps"], ","), _cell(r["wall_time"], ".0f"), *cells])
-    notes = [STILL_IMPROVING_NOTE] if any(r["still_improving"] for r in shown) else []
+                         _best_step(r), _cell(r.steps, ","), _cell(r.wall_time, ".0f"), *cells])
+    notes = [STILL_IMPROVING_NOTE] if any(r.still_improving for r in shown) else []
     if seeds > 1:
         notes.append(f"gain: the val loss of the rung below minus this one's, seed by seed (the ablation: against "
-                     f"milestone {milestones.LADDER.ablation_of - 1}), mean ± sd; within noise: smaller than "
+                     f"milestone {ladder.below(ladder.ablation).number}), mean ± sd; within noise: smaller than "
                      f"{NOISE_SDS} sd.")
     if published:
         notes.append(published.note)
@@ -199,18 +191,19 @@ def _mean_sd(spread: Spread) -> str:
     return f"{spread.mean:.3f}" + ("" if spread.sd is None else f" ± {spread.sd:.3f}")
 
 
-def side_by_side(ladders: list[tuple[str, list[dict]]], published: PublishedLadder | None = None) -> str:
+def side_by_side(ladders: list[tuple[str, list[ResultRow]]], published: PublishedLadder | None = None,
+                 ladder: Ladder = LADDER) -> str:
     """Several ladders' val losses (mean ± sd where they have seeds), milestone by milestone, and ``published``."""
-    spread_of = [(name, spreads(rows), {r["folder"]: r for r in served_rows(rows)}) for name, rows in ladders]
+    spread_of = [(name, spreads(rows), {r.folder: r for r in served_rows(rows)}) for name, rows in ladders]
     header = ["milestone", *(f"{name} (nats/char)" for name, _, _ in spread_of),
               *([published.name] if published else [])]
     body = []
-    for m in milestones.LADDER.models:
+    for m in ladder.models:
         cells = []
         for _, found, served in spread_of:
             spread, r = found.get(m.folder), served.get(m.folder)
             cells.append("–" if spread is None else
-                         _mean_sd(spread) + (f" {STILL_IMPROVING}" if r and r["still_improving"] else ""))
+                         _mean_sd(spread) + (f" {STILL_IMPROVING}" if r and r.still_improving else ""))
         if any(cell != "–" for cell in cells):
             lecture = [_cell(published.losses.get(m.number), ".2f")] if published else []
             body.append([m.label, *cells, *lecture])
@@ -291,11 +284,11 @@ def seed_records(weights_dir: Path, milestone: Milestone, seeds: list[int] | Non
     return records
 
 
-def collect_rows(weights_dir: Path, seeds: list[int] | None = None) -> list[dict]:
+def collect_rows(weights_dir: Path, seeds: list[int] | None = None, ladder: Ladder = LADDER) -> list[ResultRow]:
     """Rows for every model trained into ``weights_dir`` so far, milestones in order, then the ablation: the served
     weights' row, then the other seeds' (``seeds``; None: every one recorded)."""
     rows = []
-    for m in milestones.LADDER.models:
+    for m in ladder.models:
         record = saved_record(weights_dir, m)
         if record is not None:
             rows.append(row(m, record))
@@ -304,7 +297,7 @@ def collect_rows(weights_dir: Path, seeds: list[int] | None = None) -> list[dict
     return rows
 
 
-def write_summary(weights_dir: Path, summary: RunSummary, intro: str) -> None:
+def write_summary(weights_dir: Path, summary: RunSummary, intro: str, ladder: Ladder = LADDER) -> None:
     """``results.json`` for machines and ``README.md`` (the overview card) for people."""
     folders.write_file(Path(weights_dir) / SUMMARY_FILE, summary.to_json())
     text = summary.corpus
@@ -313,8 +306,8 @@ def write_summary(weights_dir: Path, summary: RunSummary, intro: str) -> None:
                        f"`{text.name}` (file `{text.file}`, {text.bytes:,} bytes, SHA-256 `{text.sha256}`, "
                        f"{text.characters:,} characters, vocabulary {text.vocabulary}); seeds "
                        f"{', '.join(map(str, summary.seeds))}, the weights here are seed {summary.served_seed}'s.\n\n"
-                       f"{intro}\n\n{table(summary.rows, published_for(text.name))}\n"
-                       f"## What each step did\n\n{ladder_commentary(summary.rows)}\n")
+                       f"{intro}\n\n{table(summary.rows, published_for(text.name), ladder)}\n"
+                       f"## What each step did\n\n{ladder_commentary(summary.rows, ladder)}\n")
 
 
 def committed_summaries() -> list[RunSummary]:
@@ -338,13 +331,12 @@ def loss_line(record: TrainingRecord | None) -> str:
     return f"best val loss {record.best_val_loss:.3f} nats/char ({record.best_val_loss / NATS_PER_BIT:.2f} bits)"
 
 
-def ladder_commentary(rows: list[dict]) -> str:
+def ladder_commentary(rows: list[ResultRow], ladder: Ladder = LADDER) -> str:
     """What each trained milestone scored against the one below it, in Markdown. With several seeds a rung's score is
     their mean and its gain is judged against its sd: a gain within noise is said to be so, not claimed. A real step
     back gets its likely reason (the rung's ``why_worse``) and the run's own numbers for it: whether the rung below had
     begun to over-fit, and both models' train/val gap at their best steps."""
-    ladder = milestones.LADDER
-    by_folder = {r["folder"]: r for r in served_rows(rows)}
+    by_folder = {r.folder: r for r in served_rows(rows)}
     spread_of = spreads(rows)
     parts = []
     for m in ladder:
@@ -355,11 +347,11 @@ def ladder_commentary(rows: list[dict]) -> str:
         over = f" (mean ± sd over {spread.n} seeds)" if spread.n > 1 else ""
         line = (f"- **{m.label}** — {m.idea} Best val loss **{_mean_sd(spread)}** nats/char{over} "
                 f"({spread.mean / NATS_PER_BIT:.2f} bits/char)")
-        if r["still_improving"]:
-            line += f", still improving at its last step ({r['steps']:,})"
-        below = baseline(m)
+        if r.still_improving:
+            line += f", still improving at its last step ({r.steps:,})"
+        below = ladder.below(m)
         previous = below and by_folder.get(below.folder)
-        idea = gain(spread_of, m)
+        idea = gain(spread_of, m, ladder)
         if idea is None or previous is None:
             parts.append(line + ".")
             continue
@@ -376,31 +368,32 @@ def ladder_commentary(rows: list[dict]) -> str:
             line += " **A step back.**" + (f" {m.why_worse}" if m.why_worse else "") + _step_back_evidence(previous, r)
         parts.append(line)
         if m.number == ladder.ablation_of:
-            parts.extend(_ablation_commentary(spread_of, m, below))
+            parts.extend(_ablation_commentary(spread_of, m, below, ladder))
     return "\n".join(parts)
 
 
-def _step_back_evidence(previous: dict, r: dict) -> str:
+def _step_back_evidence(previous: ResultRow, r: ResultRow) -> str:
     """The run's own numbers on a step back: had the rung below begun to over-fit, and how far apart were training and
     validation loss at each one's best step (a wide gap is over-fitting, which dropout is there to cure)."""
-    text = (f" Milestone {previous['milestone']} was still improving at its last step, so it was not over-fitting yet."
-            if previous["still_improving"] else
-            f" Milestone {previous['milestone']} peaked at step {previous['best_step']:,} of {previous['steps']:,}, "
+    text = (f" Milestone {previous.milestone} was still improving at its last step, so it was not over-fitting yet."
+            if previous.still_improving else
+            f" Milestone {previous.milestone} peaked at step {previous.best_step:,} of {previous.steps:,}, "
             f"so it had begun to over-fit.")
-    gaps = [f"milestone {x['milestone']} {x['train_loss']:.3f} against {x['val_loss']:.3f} (gap "
-            f"{x['val_loss'] - x['train_loss']:+.3f})" for x in (previous, r) if x["train_loss"] is not None]
+    gaps = [f"milestone {x.milestone} {x.train_loss:.3f} against {x.val_loss:.3f} (gap "
+            f"{x.val_loss - x.train_loss:+.3f})" for x in (previous, r) if x.train_loss is not None]
     if gaps:
         text += " Training against validation loss at the best step: " + "; ".join(gaps) + "."
     return text
 
 
-def _ablation_commentary(spread_of: dict[str, Spread], milestone: Milestone, below: Milestone | None) -> list[str]:
-    ablation = milestones.LADDER.ablation
+def _ablation_commentary(spread_of: dict[str, Spread], milestone: Milestone, below: Milestone | None,
+                         ladder: Ladder) -> list[str]:
+    ablation = ladder.ablation
     scored, one_below = spread_of.get(ablation.folder), below and spread_of.get(below.folder)
     this = spread_of.get(milestone.folder)
     if scored is None or one_below is None or this is None:
         return []
-    idea = gain(spread_of, ablation)
+    idea = gain(spread_of, ablation, ladder)
     worse = idea is not None and idea.mean < 0 and not idea.within_noise
     return [f"  - The ablation ({ablation.idea}) scored {_mean_sd(scored)}, against {_mean_sd(one_below)} "
             f"for milestone {below.number} and {_mean_sd(this)} for milestone {milestone.number}"

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_file
 
-from . import folders, milestones
-from .milestones import Milestone
+from . import folders
+from .milestones import LADDER, Ladder, Milestone
 from .model import GPT, GPTConfig
 from .record import TrainingRecord
 from .tokenizer import CharTokenizer
@@ -161,16 +161,17 @@ def load_snapshot(saved: SavedModel, step: int) -> SavedModel:
     return SavedModel(saved.milestone, model, saved.tokenizer, saved.record, saved.folder)
 
 
-def load_ablation(weights_dir: Path) -> SavedModel | None:
-    """The ablation trained into ``weights_dir``, None if it was not; a WeightsError if its folder is broken."""
-    folder = folders.current(Path(weights_dir) / milestones.LADDER.ablation.folder)
-    return load(folder, milestones.LADDER.ablation) if folder.exists() else None
+def load_ablation(weights_dir: Path, ladder: Ladder = LADDER) -> SavedModel | None:
+    """``ladder``'s ablation trained into ``weights_dir``, None if it was not; a WeightsError if its folder is
+    broken."""
+    folder = folders.current(Path(weights_dir) / ladder.ablation.folder)
+    return load(folder, ladder.ablation) if folder.exists() else None
 
 
-def load_all(weights_dir: Path) -> tuple[list[SavedModel], dict[int, WeightsError]]:
-    """Every milestone found under ``weights_dir``, in ladder order, and the reason each broken one failed."""
+def load_all(weights_dir: Path, ladder: Ladder = LADDER) -> tuple[list[SavedModel], dict[int, WeightsError]]:
+    """Every milestone of ``ladder`` found under ``weights_dir``, in order, and the reason each broken one failed."""
     loaded, broken = [], {}
-    for milestone in milestones.LADDER:
+    for milestone in ladder:
         folder = folders.current(Path(weights_dir) / milestone.folder)
         if not folder.exists():
             continue

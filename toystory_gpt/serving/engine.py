@@ -14,13 +14,13 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Iterable
 
 import torch
 
 from ..cores import usable_cores
+from ..pool import Pool, Sequence
+from ..request import GenerateRequest
 from .models import Models
-from .pool import Pool, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +113,16 @@ class Engine:
         for number in numbers:
             self.pool(number)
         if numbers:
-            self.submit(numbers, "", 2, 0.8, 0, 0).result()
+            self.submit(GenerateRequest.parse(self.models.ladder, milestones=numbers, prompt="", length=2)).result()
 
-    def submit(self, numbers: Iterable[int], prompt: str, length: int, temperature: float, top_k: int, seed: int,
-               step: int | None = None) -> Generation:
-        """Start writing ``length`` characters after ``prompt`` with each loaded milestone in ``numbers``, each
-        from its own generator seeded with ``seed``; return the growing ``Generation``."""
-        sequences = {n: Sequence.start(self.models.saved[n].tokenizer, prompt, length, temperature, top_k, seed)
-                     for n in numbers}
+    def submit(self, request: GenerateRequest) -> Generation:
+        """Start writing ``request.length`` characters after its prompt with each of its (loaded) milestones, each
+        from its own generator seeded with its seed; return the growing ``Generation``."""
+        sequences = {n: Sequence.start(self.models.saved[n].tokenizer, request.prompt, request.length,
+                                       request.temperature, request.top_k, request.seed)
+                     for n in request.milestones}
         generation = Generation(sequences)
-        pools = {n: self.pool(n, step) for n in sequences}
+        pools = {n: self.pool(n, request.step) for n in sequences}
         with self._wake:
             if self._closed:
                 raise RuntimeError("the engine is closed")

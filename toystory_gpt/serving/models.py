@@ -6,21 +6,21 @@ import logging
 import threading
 from pathlib import Path
 
-from .. import milestones as ladders  # read at call time: tests may extend the ladder
 from .. import onnx_decode
 from ..decoding import Decoding, torch_decoding
+from ..milestones import LADDER, Ladder
 from ..weights import SavedModel, WeightsError, load_ablation, load_all, load_snapshot
 
 log = logging.getLogger(__name__)
 
-FINAL = "final"  # the weights training kept as best; any other step names a snapshot
-
-
 class Models:
     """The milestones that loaded, and why the others did not; each model's snapshots and decoding, made on
-    first use and kept (a loaded model's weights never change)."""
+    first use and kept (a loaded model's weights never change). ``ladder``: the ladder they were loaded from, which
+    everything serving them reads (its labels, which numbers exist, what each model adds to which)."""
 
-    def __init__(self, loaded: list[SavedModel], broken: dict[int, WeightsError], ablation: SavedModel | None = None):
+    def __init__(self, loaded: list[SavedModel], broken: dict[int, WeightsError], ablation: SavedModel | None = None,
+                 ladder: Ladder = LADDER):
+        self.ladder = ladder
         self.saved = {saved.milestone.number: saved for saved in loaded}
         self.broken = broken
         # What the Inside views read: every milestone by number, and the ablation (which Compare never shows).
@@ -31,14 +31,15 @@ class Models:
         self._decodings: dict[tuple[int, int | None], Decoding] = {}
 
     @classmethod
-    def from_folder(cls, weights_dir: Path) -> Models:
-        """Every milestone in ``weights_dir``, and the ablation if it loads (a broken one is left out, logged)."""
+    def from_folder(cls, weights_dir: Path, ladder: Ladder = LADDER) -> Models:
+        """Every milestone of ``ladder`` in ``weights_dir``, and the ablation if it loads (a broken one is left out,
+        logged)."""
         try:
-            ablation = load_ablation(weights_dir)
+            ablation = load_ablation(weights_dir, ladder)
         except WeightsError as exc:
             log.warning("the ablation is left out: %s", exc)
             ablation = None
-        return cls(*load_all(weights_dir), ablation)
+        return cls(*load_all(weights_dir, ladder), ablation, ladder)
 
     def unavailable_reason(self, number: int) -> str:
         if number in self.broken:
@@ -46,7 +47,7 @@ class Models:
         return "it has not been trained (no weights folder)"
 
     def label(self, number: int) -> str:
-        return ladders.LADDER[number].label
+        return self.ladder[number].label
 
     def at(self, number: int, step: int | None = None) -> SavedModel:
         """Milestone ``number``'s final weights, or as they were at training step ``step`` (a WeightsError if

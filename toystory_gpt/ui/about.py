@@ -58,10 +58,10 @@ def build(context) -> None:
     else:  # another text: the screenplay's licence is not this ladder's
         data = (f"\n## Data\n\nThese models are trained on {context.presentation.described}; the Training tab "
                 f"shows its record (file, SHA-256, size, vocabulary).\n")
-    gr.Markdown("## The ladder, and what each step did\n\n" + report.ladder_commentary(context.rows))
+    gr.Markdown("## The ladder, and what each step did\n\n" + report.ladder_commentary(context.rows, context.ladder))
     gr.Markdown(CODE_INTRO)
     with gr.Row(elem_id="idea-code"):
-        for excerpt in excerpts.read():
+        for excerpt in excerpts.read(context.ladder):
             # no line numbers of its own: the comments give model.py's
             gr.Code(excerpt.code, language="python", label=code_label(excerpt), interactive=False, min_width=420,
                     show_line_numbers=False, buttons=["copy"], elem_classes="idea-code")

@@ -6,7 +6,7 @@ import html
 
 import gradio as gr
 
-from .. import api, hub, milestones, report
+from .. import api, hub, report
 from . import endpoints
 
 TITLE = "Compare"
@@ -35,7 +35,7 @@ def card_markdown(saved) -> str:
 
 def notice_markdown(models, weights_dir) -> str:
     """Which milestones cannot be compared, and why; empty when all loaded."""
-    missing = [m for m in milestones.LADDER if m.number not in models.saved]
+    missing = [m for m in models.ladder if m.number not in models.saved]
     if not missing:
         return ""
     if not models.saved:
@@ -48,8 +48,14 @@ def notice_markdown(models, weights_dir) -> str:
 def build(context) -> None:
     service = context.service
     models = service.models
-    ladder = milestones.LADDER
+    ladder = service.ladder
     available = sorted(models.saved)
+    generate = endpoints.generate(service)
+
+    async def write(chosen, prompt, length, temperature, top_k, seed, step, visitor: gr.Request):
+        """/generate's answers, as one text per card: the ladder's, in order ("" where not chosen)."""
+        async for answer in generate(chosen, prompt, length, temperature, top_k, seed, step, visitor):
+            yield [answer.text(n) for n in ladder.numbers]
 
     def show_cards(chosen):
         return [gr.Column(visible=n in chosen) for n in ladder.numbers]
@@ -74,7 +80,7 @@ def build(context) -> None:
                                value=api.FINAL, label="Weights", elem_id="weights-step",
                                info="The milestones as they were part-way through training (snapshots kept then)")
             with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
             gr.Examples([[e.prompt] for e in context.presentation.examples], inputs=[prompt],
                         example_labels=[e.label for e in context.presentation.examples],
@@ -96,10 +102,12 @@ def build(context) -> None:
                                                 elem_id=f"text-{m.number}"))
                     cards.append(card)
     # Every visitor's generation at once: the engine batches them, and an async handler holds no thread.
-    event = gr.on([generate.click, prompt.submit], endpoints.generate(service),
+    # The same as /generate (registered with every endpoint in ``endpoints``), one text per card.
+    event = gr.on([button.click, prompt.submit], write,
                   inputs=[chosen, prompt, length, temperature, top_k, seed, step],
-                  outputs=texts, api_name="generate", preprocess=False,  # api.GenerateRequest checks raw input
-                  show_progress="minimal", concurrency_limit=service.engine.capacity)
+                  outputs=texts, api_visibility="private", preprocess=False,  # api.GenerateRequest checks raw input
+                  show_progress="minimal", concurrency_limit=service.engine.capacity,
+                  concurrency_id=endpoints.GENERATING)
     # Stop ends a running generation on the server (see endpoints.stop); the cancel after it is Gradio's, for a
     # request still waiting in the queue or still being checked, which no stream stands for yet.
     stop.click(endpoints.stop(service), queue=False, api_visibility="private").then(None, cancels=[event])

@@ -1,19 +1,24 @@
-"""The app's API endpoints, defined once: ``/generate`` (bound to the Compare tab's Generate button) and the
-Inside views ``/surprise``, ``/next_chars``, ``/attention`` and ``/logit_lens``. Each builds its ``api``
-request model from the raw inputs and asks the one ``api.Service``; a bad request becomes the message Gradio
-shows (or sends to an API client) in place of a traceback."""
+"""The app's API endpoints, all registered here (``register``): ``/generate``, and the Inside views
+``/surprise``, ``/next_chars``, ``/attention`` and ``/logit_lens``. Each builds its request model from the raw
+inputs and asks the one ``api.Service``; its answer is that service's typed answer, whose shape the API page and
+``/gradio_api/info`` show. A bad request becomes the message Gradio shows (or sends to an API client) in place of a
+traceback. The tabs' own events are private: removing a tab removes no endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import html
-from collections.abc import AsyncIterator
+import inspect
+import typing
+from collections.abc import AsyncIterator, Callable
 
 import gradio as gr
 
 from .. import analysis, api
 
+# The Compare tab's Generate and /generate: one group, so that together they run at most the engine's capacity.
+GENERATING = "generate"
 UPDATE_INTERVAL = 0.05  # seconds between screen updates while streaming: 20 a second looks live and stays light
 
 
@@ -36,12 +41,14 @@ def answered():
 
 def generate(service: api.Service):
     """The ``/generate`` handler: an async generator, so a waiting visitor holds no thread while the engine
-    writes; it yields all eight texts in one update, at most every UPDATE_INTERVAL seconds."""
+    writes; it yields the texts so far, at most every UPDATE_INTERVAL seconds, and the finished ones last."""
 
-    async def generate(milestones, prompt, length, temperature, top_k, seed, step=api.FINAL,
-                       visitor: gr.Request | None = None) -> AsyncIterator[list[str]]:
+    async def generate(milestones: list[int], prompt: str = api.DEFAULT_PROMPT, length: int = api.DEFAULT_LENGTH,
+                       temperature: float = api.DEFAULT_TEMPERATURE, top_k: int = 0, seed: int = 0,
+                       step: int | str = api.FINAL,
+                       visitor: gr.Request | None = None) -> AsyncIterator[api.GenerateAnswer]:
         """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
-        ``step``; returns one text per milestone of the ladder, in order ("" where not chosen)."""
+        ``step``; the chosen milestones' texts in ladder order, and the prompt's characters left out."""
         with answered():
             # In a thread: a snapshot's first request loads it from disk, and the event loop serves every stream.
             request = await asyncio.to_thread(service.generate_request, milestones=milestones, prompt=prompt,
@@ -51,8 +58,8 @@ def generate(service: api.Service):
                 gr.Warning(f"Left out characters the models have never seen: "
                            f"{html.escape(shown_characters(dropped))}")
             owner = visitor.session_hash if visitor is not None else None
-            async for texts in service.stream(request, UPDATE_INTERVAL, owner):
-                yield texts
+            async for answer in service.stream(request, UPDATE_INTERVAL, owner):
+                yield answer
 
     return generate
 
@@ -71,31 +78,50 @@ def stop(service: api.Service):
     return stop
 
 
-def register_views(service: api.Service) -> None:
+def views(service: api.Service) -> list[Callable]:
     """The Inside views as plain-JSON endpoints, /surprise, /next_chars, /attention and /logit_lens."""
 
-    def surprise(text: str, milestones: list[int]) -> dict:
+    def surprise(text: str, milestones: list[int]) -> analysis.SurpriseAnswer:
         """Bits of surprise at each character of text (read from the start of a line), per milestone."""
         with answered():
-            return service.surprise(api.TextRequest.parse(text=text, milestones=milestones))
+            return service.surprise(service.parse(api.TextRequest, text=text, milestones=milestones))
 
-    def next_chars(text: str, milestones: list[int], temperature: float = 0.8, top_k: int = 0, k: int = 5,
-                   position: int | None = None) -> dict:
+    def next_chars(text: str, milestones: list[int], temperature: float = api.DEFAULT_TEMPERATURE, top_k: int = 0,
+                   k: int = 5, position: int | None = None) -> analysis.NextCharsAnswer:
         """The k likeliest next characters per milestone, raw and as sampled, at a position (default: the end)."""
         with answered():
-            return service.next_chars(api.NextCharsRequest.parse(text=text, milestones=milestones,
-                                                                 temperature=temperature, top_k=top_k, k=k,
-                                                                 position=position))
+            return service.next_chars(service.parse(api.NextCharsRequest, text=text, milestones=milestones,
+                                                    temperature=temperature, top_k=top_k, k=k, position=position))
 
-    def attention(text: str, milestone: int, position: int | None = None) -> dict:
+    def attention(text: str, milestone: int, position: int | None = None) -> analysis.AttentionAnswer:
         """Attention weights (layers, heads, T, T) over the context of a position (default: the end)."""
         with answered():
-            return service.attention(api.AttentionRequest.parse(text=text, milestone=milestone, position=position))
+            return service.attention(service.parse(api.AttentionRequest, text=text, milestone=milestone,
+                                                   position=position))
 
-    def logit_lens(text: str, milestone: int | str) -> dict:
-        """A deep model's bits at each character read after each block (0: the embeddings); 6-8 or "ablation"."""
+    def logit_lens(text: str, milestone: int | str) -> analysis.LensAnswer:
+        """A deep model's bits at each character read after each block (0: the embeddings); milestone: a number
+        or "ablation"."""
         with answered():
-            return service.logit_lens(api.LensRequest.parse(text=text, milestone=milestone))
+            return service.logit_lens(service.parse(api.LensRequest, text=text, milestone=milestone))
 
-    for fn in (surprise, next_chars, attention, logit_lens):
-        gr.api(fn, api_name=fn.__name__)
+    return [surprise, next_chars, attention, logit_lens]
+
+
+def typed(fn: Callable) -> Callable:
+    """``fn`` with its answer's type in its signature, for the API page: Gradio reads the return annotation as
+    written (a string, under postponed annotations), and a stream's is what it yields."""
+    answer = typing.get_type_hints(fn)["return"]
+    if typing.get_origin(answer) is AsyncIterator:
+        (answer,) = typing.get_args(answer)
+    fn.__signature__ = inspect.signature(fn).replace(return_annotation=answer)
+    return fn
+
+
+def register(service: api.Service) -> None:
+    """Every API endpoint of the app; call inside the app's Blocks."""
+    # Every visitor's generation at once: the engine batches them, and an async handler holds no thread.
+    gr.api(typed(generate(service)), api_name="generate", concurrency_limit=service.engine.capacity,
+           concurrency_id=GENERATING)
+    for view in views(service):
+        gr.api(typed(view), api_name=view.__name__)

@@ -1,5 +1,5 @@
 """The Inside tab's layout: where each model is surprised by a text, what each idea saved, what it expects next,
-where it looks and what each block adds. (Its API endpoints are defined with the others in ``endpoints``.)
+where it looks and what each block adds. (Its API endpoints are registered with the others in ``endpoints``.)
 
 Thin on purpose: the numbers come from ``toystory_gpt.analysis``, what they look like from ``inside_view``; here
 are the components, and the handlers that run the models when asked (never while the page is laid out).
@@ -7,8 +7,10 @@ are the components, and the handlers that run the models when asked (never while
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -101,58 +103,81 @@ CSS = """
 """
 
 
-def position_views(models: dict, state: dict, layer: str, head: str, heat) -> tuple[str, str, str, str]:
-    """Bars, attention rows, heatmap and lens at the slot in ``state``: one forward pass per model, no rescoring."""
-    req, slot = analysis.Request(**state["request"]), state["slot"]
-    looks = analysis.look(models, req, slot)
+@dataclass(frozen=True)
+class Selection:
+    """What the tab shows (its ``gr.State``): the request, what the models read of its text, and the clicked slot."""
+    request: api.InsideRequest
+    read: analysis.Request
+    slot: int
+
+
+def position_views(service: api.Service, selection: Selection, layer: str, head: str,
+                   heat) -> tuple[str, str, str, str]:
+    """Bars, attention rows, heatmap and lens at the selected slot: one forward pass per model, no rescoring."""
+    models, req, ladder = service.models.readable, selection.read, service.ladder
+    slot, looks = service.look(req, selection.slot)
     heat_look = next((seen for seen in looks if seen.milestone == heat), None)
     return (view.bars_html(models, req, slot, looks), view.attention_html(models, req, looks, layer, head),
-            view.heatmap_html(models, req, heat_look, layer, head), view.lens_html(models, req, slot, looks))
+            view.heatmap_html(models, req, heat_look, layer, head, ladder),
+            view.lens_html(models, req, slot, looks, ladder))
 
 
-def read(models: dict, text, chosen, gains, lens, temperature, top_k, layer, head, heat):
+def read(service: api.Service, request: api.InsideRequest, layer: str, head: str, heat):
     """Score the text once for every chosen model (and those below, for the gain rows), then show the last
     character's slot."""
     with endpoints.answered():
-        req = view.reading_request(models, text, chosen, temperature, top_k)
+        reading = service.inside(request)
+    req = reading.request
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
-    surprises, lenses = view.numbers(models, req, gains, lens)
-    slot = len(req.text) - 1
-    state = {"request": vars(req), "slot": slot}
-    rows = view.rows_html(view.rows(models, req, surprises, gains, lenses), slot, gains)
-    return rows, state, *position_views(models, state, layer, head, heat)
+    selection = Selection(request, req, len(req.text) - 1)
+    rows = view.rows_html(view.rows(service.models.readable, reading), selection.slot, request.gains)
+    return rows, selection, *position_views(service, selection, layer, head, heat)
 
 
 def build(context) -> None:
-    models = context.service.models.readable  # the milestones in ladder order, then the ablation if it loaded
+    service = context.service
+    models = service.models.readable  # the milestones in ladder order, then the ablation if it loaded
+    ladder = service.ladder
     available = list(models)
     with_attention = [key for key in available if models[key].model.config.has_attention]
     configs = [models[key].model.config for key in with_attention]
     layer_choices = [view.MEAN, *map(str, range(1, max((c.n_layer for c in configs), default=0) + 1))]
     head_choices = [view.MEAN, *map(str, range(1, max((c.n_head for c in configs), default=0) + 1))]
 
-    def pick(state, temperature, top_k, layer, head, heat, evt: gr.EventData):
-        """A click on a character: only the views at that slot are computed, the rows stay as they are."""
-        req = analysis.Request(**{**state["request"], "temperature": temperature, "top_k": top_k})
+    def look(text, chosen, gains, lens, temperature, top_k, layer, head, heat):
+        """The tab's inputs as a request, read."""
         with endpoints.answered():
-            slot = analysis.slot_of(req, evt.pos)  # what CLICK_JS's trigger sent
-        state = {"request": vars(req), "slot": slot}
-        return state, *position_views(models, state, layer, head, heat)
+            request = service.parse(api.InsideRequest, text=text, milestones=chosen, gains=gains, lens=lens,
+                                    temperature=temperature, top_k=top_k)
+        return read(service, request, layer, head, heat)
 
-    def redraw(state, temperature, top_k, layer, head, heat):
+    def knobs_set(selection: Selection, temperature, top_k, slot=None) -> Selection:
+        """The selection with the bars' knobs (checked as any request's) and, if given, another slot."""
+        with endpoints.answered():
+            request = service.parse(api.InsideRequest, **{**selection.request.model_dump(),
+                                                          "temperature": temperature, "top_k": top_k})
+            slot = selection.slot if slot is None else analysis.slot_of(selection.read, slot)
+        read_now = dataclasses.replace(selection.read, temperature=request.temperature, top_k=request.top_k)
+        return Selection(request, read_now, slot)
+
+    def pick(selection, temperature, top_k, layer, head, heat, evt: gr.EventData):
+        """A click on a character: only the views at that slot are computed, the rows stay as they are."""
+        selection = knobs_set(selection, temperature, top_k, evt.pos)  # what CLICK_JS's trigger sent
+        return selection, *position_views(service, selection, layer, head, heat)
+
+    def redraw(selection, temperature, top_k, layer, head, heat):
         """A changed knob or selector: the same slot drawn again."""
-        state = {**state, "request": {**state["request"], "temperature": temperature, "top_k": top_k}}
-        return state, *position_views(models, state, layer, head, heat)
+        selection = knobs_set(selection, temperature, top_k)
+        return selection, *position_views(service, selection, layer, head, heat)
 
     shown = [key for key in available if key != ABLATION]  # the ablation is there to be chosen, not by default
     heat_default = next((key for key in reversed(shown) if key in with_attention), None)
-    defaults = dict(temperature=api.DEFAULT_TEMPERATURE, top_k=0, layer=view.MEAN,
-                    head=view.MEAN, heat=heat_default)
 
     @functools.cache  # the same for every visitor: read once, when the first one opens the page
     def first_view():
-        return read(models, DEFAULT_TEXT, shown, False, False, *defaults.values())
+        return read(service, service.parse(api.InsideRequest, text=DEFAULT_TEXT, milestones=shown),
+                    view.MEAN, view.MEAN, heat_default)
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240):
@@ -162,19 +187,20 @@ def build(context) -> None:
             use = gr.Button("Use the text just generated", size="sm", elem_id="inside-use", visible=offered)
             chosen = gr.CheckboxGroup([(models[key].milestone.label, key) for key in available], value=shown,
                                       label="Models to show", elem_id="inside-milestones",
-                                      info="The ablation is milestone 6 without its residual connections.")
+                                      info=f"The ablation is milestone {ladder.ablation_of} without its residual "
+                                           f"connections.")
             gains = gr.Checkbox(False, label="What each idea saved: a row of bits against the model below",
                                 elem_id="inside-gains")
-            lens = gr.Checkbox(False, label="Logit lens rows: the bits after each block (6, 7, 8, ablation)",
-                               elem_id="inside-lens")
-            look = gr.Button("Look inside", variant="primary", elem_id="inside-look")
+            lens = gr.Checkbox(False, label=f"Logit lens rows: the bits after each block "
+                                            f"({analysis.deep_ones(ladder)})", elem_id="inside-lens")
+            button = gr.Button("Look inside", variant="primary", elem_id="inside-look")
         with gr.Column(scale=5, min_width=320):
             rows = gr.HTML(js_on_load=CLICK_JS, elem_id="surprise-rows")
     state = gr.State()
     with gr.Row(elem_id="inside-knobs"):
-        temperature = gr.Slider(0, api.MAX_TEMPERATURE, defaults["temperature"], step=0.05,
+        temperature = gr.Slider(0, api.MAX_TEMPERATURE, api.DEFAULT_TEMPERATURE, step=0.05,
                                 label="Temperature", elem_id="inside-temperature", min_width=200)
-        top_k = gr.Slider(0, api.MAX_TOP_K, defaults["top_k"], step=1, label="Top-k (0 = off)",
+        top_k = gr.Slider(0, api.MAX_TOP_K, 0, step=1, label="Top-k (0 = off)",
                           elem_id="inside-top-k", min_width=200)
         layer = gr.Radio(layer_choices, value=view.MEAN, label="Attention layer", elem_id="inside-layer",
                          min_width=200)
@@ -193,7 +219,7 @@ def build(context) -> None:
     reading = [text, chosen, gains, lens, *knobs]
     if available:
         gr.on(None, first_view, outputs=[rows, state, *views], api_visibility="private", show_progress="hidden")
-    gr.on([look.click, text.submit, gains.change, lens.change], lambda *args: read(models, *args), inputs=reading,
+    gr.on([button.click, text.submit, gains.change, lens.change], look, inputs=reading,
           outputs=[rows, state, *views], api_visibility="private", show_progress="minimal", trigger_mode="always_last")
     rows.click(pick, inputs=[state, *knobs], outputs=[state, *views], api_visibility="private",
                show_progress="hidden", trigger_mode="always_last")
@@ -202,9 +228,8 @@ def build(context) -> None:
           trigger_mode="always_last")
     if offered:
         use.click(generated, inputs=[context.shared["prompt"], *context.shared["texts"]], outputs=text,
-                  api_visibility="private").success(lambda *args: read(models, *args), inputs=reading,
-                                                    outputs=[rows, state, *views], api_visibility="private")
-    endpoints.register_views(context.service)
+                  api_visibility="private").success(look, inputs=reading, outputs=[rows, state, *views],
+                                                    api_visibility="private")
 
 
 def generated(prompt: str, *texts: str) -> str:

@@ -1,9 +1,10 @@
 """The Inside tab's view-model: from the numbers of ``toystory_gpt.analysis`` to what the tab shows, without Gradio.
 
 Rows first: per model its surprise row and, under it, optional thin rows (what its idea saved against the model
-below it; what its stream predicts after each block), built as ``Row``s of ``Cell``s and drawn as HTML. Then
-the views at one clicked slot: the next-character bars, the attention, the full attention map, and the lens.
-Models are named by ``Milestone.key`` (a number, or "ablation") and come as a mapping in display order.
+below it; what its stream predicts after each block), built as ``Row``s of ``Cell``s from an
+``analysis.Reading`` (what ``api.Service.inside`` read) and drawn as HTML. Then the views at one clicked slot:
+the next-character bars, the attention, the full attention map, and the lens. Models are named by
+``Milestone.key`` (a number, or "ablation") and come as a mapping in display order.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .. import analysis, api
-from ..api import InvalidRequest
-from ..milestones import LADDER
+from .. import analysis
+from ..milestones import ABLATION, Ladder
 from ..weights import SavedModel
 
 MAX_BITS = 8.0          # the surprise scale's top: 8 bits is a 1-in-256 surprise
@@ -99,38 +99,6 @@ def attention_colour(weight: float) -> str:
     return f"rgba(2,132,199,{min(1.0, float(weight)) ** 0.5:.3f})"
 
 
-def reading_request(models: Models, text, chosen: Sequence, temperature: float, top_k: int) -> analysis.Request:
-    """The tab's request: the chosen models in display order, and the text they (and the models below them, for the
-    gain rows) can all read."""
-    keys = tuple(key for key in models if key in chosen)
-    if not keys:
-        raise InvalidRequest("Choose at least one milestone to look inside.")
-    with api.answerable():
-        kept, dropped = analysis.readable([models[key] for key in needed(models, keys, gains=True)], text)
-    return analysis.Request(kept, dropped, keys, float(temperature), int(top_k))
-
-
-def below(models: Models, key) -> object | None:
-    """The loaded model that ``key``'s model adds its idea to (for the ablation: the one it takes apart), or None."""
-    lower = LADDER.below(models[key].milestone)
-    return lower.key if lower is not None and lower.key in models else None
-
-
-def needed(models: Models, keys: Sequence, gains: bool) -> list:
-    """The models to score: the chosen ones and, for the gain rows, the ones below them; in display order."""
-    wanted = set(keys) | ({below(models, key) for key in keys} - {None} if gains else set())
-    return [key for key in models if key in wanted]
-
-
-def numbers(models: Models, req: analysis.Request, gains: bool, lens: bool) -> tuple[dict, dict]:
-    """What the rows are drawn from (the one step here that runs models): the surprise of every model ``needed``,
-    and, if asked, the lens of every chosen deep one."""
-    surprises = {key: analysis.surprise_of(models[key], req.text) for key in needed(models, req.milestones, gains)}
-    lenses = {key: analysis.lens(models[key], req.text) for key in req.milestones
-              if lens and analysis.deep(models[key])}
-    return surprises, lenses
-
-
 def _guesses(saved: SavedModel, row: analysis.Surprise) -> list[str]:
     """Per character, the model's top guesses there, for the hovers."""
     vocab = saved.tokenizer.vocab
@@ -189,21 +157,20 @@ def lens_rows(saved: SavedModel, text: str, read: analysis.Lens) -> list[Row]:
     return rows
 
 
-def rows(models: Models, req: analysis.Request, surprises: Mapping[object, analysis.Surprise], gains: bool,
-         lenses: Mapping[object, analysis.Lens]) -> list[Row]:
-    """Every chosen model's surprise row, each followed by its gain row (if asked and the model below was scored)
-    and its lens rows (if given)."""
+def rows(models: Models, reading: analysis.Reading) -> list[Row]:
+    """Every chosen model's surprise row, each followed by its gain row (where the model below was scored) and its
+    lens rows (where read)."""
     shown = []
+    req, surprises = reading.request, reading.surprises
     guesses = {key: _guesses(models[key], row) for key, row in surprises.items()}
     for key in req.milestones:
         saved = models[key]
         shown.append(surprise_row(saved, req.text, surprises[key], guesses[key]))
-        lower = below(models, key)
-        if gains and lower in surprises:
+        if (lower := reading.below.get(key)) is not None:
             shown.append(gain_row(saved, models[lower], req.text, surprises[key], surprises[lower],
                                   (guesses[key], guesses[lower])))
-        if key in lenses:
-            shown.extend(lens_rows(saved, req.text, lenses[key]))
+        if key in reading.lenses:
+            shown.extend(lens_rows(saved, req.text, reading.lenses[key]))
     return shown
 
 
@@ -241,7 +208,7 @@ def rows_html(shown: Sequence[Row], selected: int | None, gains: bool) -> str:
                                    ("ins-hot " if hot and cell.value > 0.75 * MAX_BITS else "")
                                    + ("ins-sel" if cell.slot == selected else ""))
                         for cell in row.cells)
-        ablation = " ins-ablation" if row.key == LADDER.ablation.key else ""
+        ablation = " ins-ablation" if row.key == ABLATION else ""
         lines.append(_row_html(row.label, row.short, cells, row.figure, row.unit, f"ins-{row.kind.value}{ablation}"))
     return legend_html(gains) + f'<div class="ins-rows">{"".join(lines)}</div>'
 
@@ -261,13 +228,13 @@ def bars_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[
     for seen in looks:
         saved = models[seen.milestone]
         entry = analysis.next_chars_entry(saved, seen, req.truth(slot), req.temperature, req.top_k, BARS)
-        listed = entry["chars"]
-        true = entry.get("true_next")
+        listed: list[analysis.CharChance] = entry.chars
+        true = entry.true_next
         summary = ""
         if true:
-            summary = (f'<p class="ins-truth">true next {html.escape(quoted(true["char"]))}: rank {true["rank"]}, '
-                       f'p = {true["probability"]:.3f}</p>')
-            if true["rank"] > BARS:
+            summary = (f'<p class="ins-truth">true next {html.escape(quoted(true.char))}: rank {true.rank}, '
+                       f'p = {true.probability:.3f}</p>')
+            if true.rank > BARS:
                 listed = [*listed, true]
         table = "".join(_bar_row(item, true) for item in listed)
         cards.append(f'<div class="ins-card"><h4>{html.escape(saved.milestone.label)}</h4>{summary}<table>'
@@ -275,25 +242,25 @@ def bars_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[
     return heading_html(req, slot) + f'<div class="ins-cards">{"".join(cards)}</div>'
 
 
-def _bar_row(item: dict, true: dict | None) -> str:
-    classes = ("ins-cut " if item["sampled_probability"] == 0 else "") + (
-        "ins-true" if true and item["char"] == true["char"] else "")
-    mark = f" ✓{true['rank']}" if true and item["char"] == true["char"] else ""
+def _bar_row(item: analysis.CharChance, true: analysis.TrueNext | None) -> str:
+    classes = ("ins-cut " if item.sampled_probability == 0 else "") + (
+        "ins-true" if true and item.char == true.char else "")
+    mark = f" ✓{true.rank}" if true and item.char == true.char else ""
 
     def bar(kind: str, p: float) -> str:
         return f'<div class="ins-bar {kind}"><div style="width:{100 * p:.1f}%"></div><span>{p:.3f}</span></div>'
 
-    return (f'<tr class="{classes}"><td class="ins-ch">{html.escape(quoted(item["char"]))}{mark}</td>'
-            f'<td>{bar("ins-raw", item["probability"])}</td>'
-            f'<td>{bar("ins-smp", item["sampled_probability"])}</td></tr>')
+    return (f'<tr class="{classes}"><td class="ins-ch">{html.escape(quoted(item.char))}{mark}</td>'
+            f'<td>{bar("ins-raw", item.probability)}</td>'
+            f'<td>{bar("ins-smp", item.sampled_probability)}</td></tr>')
 
 
 @dataclass(frozen=True)
 class LensStep:
     """The stream after one block, at one slot, read through the model's head."""
     after: int              # 0: the embeddings
-    top: tuple[tuple[str, float], ...]   # the likeliest characters and their probabilities
-    truth: tuple[str, float, int] | None  # the true next character, its probability and rank
+    top: list[analysis.CharChance]   # the likeliest characters (their probabilities at temperature 1)
+    truth: analysis.TrueNext | None  # the true next character, if there is one
 
 
 def lens_steps(saved: SavedModel, seen: analysis.Look, truth: str | None) -> list[LensStep]:
@@ -301,13 +268,11 @@ def lens_steps(saved: SavedModel, seen: analysis.Look, truth: str | None) -> lis
     steps = []
     for after, logits in enumerate(seen.lens):
         entry = analysis.next_chars_entry(saved, dataclasses.replace(seen, logits=logits), truth, 1.0, 0, LENS_TOP)
-        true = entry.get("true_next")
-        steps.append(LensStep(after, tuple((c["char"], c["probability"]) for c in entry["chars"]),
-                              (true["char"], true["probability"], true["rank"]) if true else None))
+        steps.append(LensStep(after, entry.chars, entry.true_next))
     return steps
 
 
-def lens_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[analysis.Look]) -> str:
+def lens_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[analysis.Look], ladder: Ladder) -> str:
     """For every deep model, what its stream predicts at the slot after each block: where in depth it gets it."""
     cards = []
     truth = req.truth(slot)
@@ -316,11 +281,11 @@ def lens_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[
             continue
         saved = models[seen.milestone]
         steps = lens_steps(saved, seen, truth)
-        first = next((s.after for s in steps if s.truth and s.truth[2] == 1), None)
+        first = next((s.after for s in steps if s.truth and s.truth.rank == 1), None)
         lines = []
         for step in steps:
-            guesses = " ".join(f"{html.escape(quoted(c))}&nbsp;{p:.2f}" for c, p in step.top)
-            true = (f"<td>{step.truth[1]:.3f}</td><td>{step.truth[2]}</td>" if step.truth else "")
+            guesses = " ".join(f"{html.escape(quoted(c.char))}&nbsp;{c.probability:.2f}" for c in step.top)
+            true = (f"<td>{step.truth.probability:.3f}</td><td>{step.truth.rank}</td>" if step.truth else "")
             where = "embeddings" if step.after == 0 else f"block {step.after}"
             mark = ' class="ins-first"' if step.after == first else ""
             lines.append(f'<tr{mark}><td>{where}</td>{true}<td class="ins-guesses">{guesses}</td></tr>')
@@ -331,8 +296,8 @@ def lens_html(models: Models, req: analysis.Request, slot: int, looks: Sequence[
                      f'<p class="ins-truth">{found}</p><table><tr><th>after</th>{head}<th>top guesses</th></tr>'
                      f'{"".join(lines)}</table></div>')
     if not cards:
-        return ('<p class="ins-heading">Choose a deep model (6, 7, 8 or the ablation) to see what each of its blocks '
-                'adds.</p>')
+        return (f'<p class="ins-heading">Choose a deep model ({analysis.deep_ones(ladder)}) to see what each of its '
+                f'blocks adds.</p>')
     return ('<p class="ins-heading"><b>Logit lens</b>: the stream after each block read through the model\'s own final '
             'norm and head, at the clicked character (bold: the first block that ranks the true one first).</p>'
             f'<div class="ins-cards">{"".join(cards)}</div>')
@@ -360,7 +325,7 @@ def attention_html(models: Models, req: analysis.Request, looks: Sequence[analys
     for seen in looks:
         milestone, short = models[seen.milestone].milestone, _short(models[seen.milestone])
         if seen.attention is None:
-            note = analysis.sees_instead(milestone.number) + "."
+            note = analysis.sees_instead(milestone) + "."
             lines.append(_row_html(milestone.label, short, f'<span class="ins-note">{html.escape(note)}</span>'))
             continue
         weights, note = choose(seen.attention, layer, head)
@@ -375,10 +340,12 @@ def attention_html(models: Models, req: analysis.Request, looks: Sequence[analys
     return caption + f'<div class="ins-rows">{"".join(lines)}</div>'
 
 
-def heatmap_html(models: Models, req: analysis.Request, seen: analysis.Look | None, layer: str, head: str) -> str:
+def heatmap_html(models: Models, req: analysis.Request, seen: analysis.Look | None, layer: str, head: str,
+                 ladder: Ladder) -> str:
     """The chosen model's full T×T attention map at this slot's context, as a pixelated image."""
     if seen is None or seen.attention is None:
-        return '<div class="ins-map"><p>Choose a model with attention (3 and up) for the full map.</p></div>'
+        return (f'<div class="ins-map"><p>Choose a model with attention ({analysis.attending(ladder)}) for the full '
+                f'map.</p></div>')
     weights, note = choose(seen.attention, layer, head)  # (T, T)
     shade = (np.clip(weights, 0, 1) ** 0.5)[..., None]  # (T, T, 1)
     rgb = (255 - shade * (255 - np.array([2, 132, 199]))).astype(np.uint8)  # white to blue

@@ -1,7 +1,7 @@
 """The whole page: a header, then one tab per module in ``TABS``, all reading one ``Context``.
 
 Adding a tab is one module (a ``TITLE`` and a ``build(context)`` that lays out its components inside the
-tab) and one entry in ``TABS``.
+tab) and one entry in ``TABS``. The API endpoints are not a tab's: ``endpoints.register`` adds them all.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from .. import api, corpus, milestones, report
-from ..record import Presentation, RunSummary
-from . import about, compare, inside, training
+from .. import api, corpus, report
+from ..milestones import LADDER, Ladder
+from ..record import Presentation, ResultRow, RunSummary
+from . import about, compare, endpoints, inside, training
 
 log = logging.getLogger("toystory_gpt.app")
 
@@ -57,9 +58,13 @@ class Context:
     Compare tab's texts)."""
     service: api.Service
     weights_dir: Path
-    rows: list[dict]
+    rows: list[ResultRow]
     summary: RunSummary | None
     shared: dict = field(default_factory=dict)
+
+    @property
+    def ladder(self) -> Ladder:
+        return self.service.ladder
 
     @property
     def presentation(self) -> Presentation:
@@ -67,8 +72,7 @@ class Context:
         return self.summary.corpus.presentation if self.summary else corpus.SCREENPLAY
 
 
-def header_markdown(presentation: Presentation = corpus.SCREENPLAY) -> str:
-    ladder = milestones.LADDER
+def header_markdown(presentation: Presentation = corpus.SCREENPLAY, ladder: Ladder = LADDER) -> str:
     items = "\n".join(f'1. **{m.name}** <span class="idea">— {m.idea}</span>' for m in ladder)
     return f"""<div id="header">
 
@@ -87,27 +91,29 @@ each adding one idea of the GPT recipe to the one before. Pick a prompt and watc
 """
 
 
-def build_app(weights_dir: Path, service: api.Service | None = None) -> gr.Blocks:
-    """Load every milestone in ``weights_dir`` and lay out the app; nothing is generated until asked. ``service``:
-    serve through this one instead (its caller closes it), e.g. an engine of another size."""
-    service = service or api.Service.from_folder(weights_dir)
+def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Ladder = LADDER) -> gr.Blocks:
+    """Load every milestone of ``ladder`` in ``weights_dir`` and lay out the app; nothing is generated until asked.
+    ``service``: serve through this one instead (its caller closes it), e.g. an engine of another size."""
+    service = service or api.Service.from_folder(weights_dir, ladder)
+    ladder = service.ladder
     service.engine.warm_up()
     models = service.models
     for saved in models.saved.values():
         log.info("loaded %s: %s parameters, from %s", saved.milestone.label, f"{saved.model.num_params:,}",
                  saved.folder)
-    for m in milestones.LADDER:
+    for m in ladder:
         if m.number not in models.saved:
             log.warning("unavailable %s: %s", m.label, models.unavailable_reason(m.number))
-    log.info("serving %d of %d milestones from %s", len(models.saved), len(milestones.LADDER), weights_dir)
+    log.info("serving %d of %d milestones from %s", len(models.saved), len(ladder), weights_dir)
     summary = report.read_summary(weights_dir)
-    context = Context(service, Path(weights_dir), report.collect_rows(weights_dir, summary and summary.seeds),
+    context = Context(service, Path(weights_dir), report.collect_rows(weights_dir, summary and summary.seeds, ladder),
                       summary)
     with gr.Blocks(title="Toy Story GPT") as demo:
-        gr.Markdown(header_markdown(context.presentation))
+        gr.Markdown(header_markdown(context.presentation, ladder))
         for tab in TABS:
             with gr.Tab(tab.TITLE, elem_id=f"{tab.__name__.rsplit('.', 1)[-1]}-tab"):
                 tab.build(context)
+        endpoints.register(service)
     demo.queue(max_size=QUEUE_SIZE)
     demo.max_threads = service.engine.capacity + VIEW_THREADS  # what ``launch`` passes on
     return demo

@@ -9,7 +9,8 @@ import time
 import gradio as gr
 import pandas as pd
 
-from .. import corpus, milestones, report
+from .. import corpus, report
+from ..milestones import LADDER, Ladder
 
 TITLE = "Training"
 PLAY_DELAY = 0.7  # seconds per step while playing: long enough to read that the text changed
@@ -26,20 +27,20 @@ CSS = """
 """
 
 
-def records(weights_dir) -> dict:
-    """What training recorded for each model of the ladder that has a record, the ablation included, by folder."""
-    found = ((m.folder, report.saved_record(weights_dir, m)) for m in milestones.LADDER.models)
+def records(weights_dir, ladder: Ladder = LADDER) -> dict:
+    """What training recorded for each model of ``ladder`` that has a record, the ablation included, by folder."""
+    found = ((m.folder, report.saved_record(weights_dir, m)) for m in ladder.models)
     return {folder: record for folder, record in found if record is not None}
 
 
-def training_curves(weights_dir) -> pd.DataFrame:
+def training_curves(weights_dir, ladder: Ladder = LADDER) -> pd.DataFrame:
     """Long-format loss history of every trained model, the ablation included: one row per (model, step, split).
 
     The plots' legends show only the milestone number (``milestone``): nine full names do not fit in one row.
     """
     rows = []
-    found = records(weights_dir)
-    for m in milestones.LADDER.models:
+    found = records(weights_dir, ladder)
+    for m in ladder.models:
         if (record := found.get(m.folder)) is None:
             continue
         key = "ablation" if m.is_ablation else str(m.number)
@@ -60,17 +61,17 @@ def marked(curves: pd.DataFrame, split: str, step: int) -> pd.DataFrame:
     return pd.concat([shown, line], ignore_index=True)
 
 
-def evaluation_steps(found: dict) -> list[int]:
+def evaluation_steps(found: dict, ladder: Ladder = LADDER) -> list[int]:
     """Every step at which some milestone was evaluated (and so wrote a sample), in order."""
-    return sorted({point.step for m in milestones.LADDER if (record := found.get(m.folder)) is not None
+    return sorted({point.step for m in ladder if (record := found.get(m.folder)) is not None
                    for point in record.history})
 
 
-def rewind_html(found: dict, step: int) -> str:
+def rewind_html(found: dict, step: int, ladder: Ladder = LADDER) -> str:
     """One card per milestone: what it wrote at ``step`` and its val loss then (its last evaluation before
     ``step`` if it stopped earlier or skipped that step)."""
     cards = []
-    for m in milestones.LADDER:
+    for m in ladder:
         record = found.get(m.folder)
         if record is None:
             continue
@@ -97,9 +98,10 @@ def corpus_statistics(summary) -> str:
 
 
 def build(context) -> None:
-    found = records(context.weights_dir)
-    curves = training_curves(context.weights_dir)
-    steps = evaluation_steps(found) or [0]
+    ladder = context.ladder
+    found = records(context.weights_dir, ladder)
+    curves = training_curves(context.weights_dir, ladder)
+    steps = evaluation_steps(found, ladder) or [0]
     last = steps[-1]
     gr.Markdown("Loss is the cross-entropy of the next character in nats (divide by ln 2 ≈ 0.693 for bits); "
                 f"validation is the last 10% of {context.presentation.described}, never trained on.")
@@ -118,11 +120,11 @@ def build(context) -> None:
         rewind = gr.Slider(steps[0], last, last, step=steps[1] - steps[0] if len(steps) > 1 else 1,
                            label="Training step", elem_id="rewind-step", scale=5)
         play = gr.Button("▶ Play", elem_id="rewind-play", scale=1, min_width=90)
-    cards = gr.HTML(rewind_html(found, last), elem_id="rewind")
+    cards = gr.HTML(rewind_html(found, last, ladder), elem_id="rewind")
 
     def show(step):
         step = int(step)
-        return rewind_html(found, step), marked(curves, "val", step), marked(curves, "train", step)
+        return rewind_html(found, step, ladder), marked(curves, "val", step), marked(curves, "train", step)
 
     def walk():
         for step in steps:
@@ -133,7 +135,7 @@ def build(context) -> None:
     # No limit: it only sleeps between steps, so one visitor's Play must not make the others' wait.
     play.click(walk, None, rewind, api_visibility="private", show_progress="hidden", concurrency_limit=None)
     published = report.published_for(context.summary and context.summary.corpus.name)
-    gr.Markdown(report.table(context.rows, published) if context.rows else "_No training results found._",
+    gr.Markdown(report.table(context.rows, published, ladder) if context.rows else "_No training results found._",
                 elem_id="results")
     if context.rows and (others := beside(context)):
         gr.Markdown("### Beside the other ladders\nThe same eight ideas and the same recipe on other texts (their "
@@ -150,4 +152,5 @@ def beside(context) -> str:
     if not others:
         return ""
     return report.side_by_side([("served: " + served, context.rows),
-                                *((summary.corpus.name, summary.rows) for summary in others)], report.LECTURE)
+                                *((summary.corpus.name, summary.rows) for summary in others)], report.LECTURE,
+                               context.ladder)

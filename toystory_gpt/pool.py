@@ -5,6 +5,9 @@ batch), writes a character per tick, and leaves when it has written them all or 
 free for the next tick. Live sequences always hold the first rows, so the step reads the KV cache without a copy,
 and what a tick needs of every row (next-token logits, settings, newest token) is kept in arrays by row: a
 tick's bookkeeping is a few NumPy calls, whatever the number of rows.
+
+The serving engine runs a pool per model for every visitor; ``generate`` runs one for a single sequence, which is
+how training writes its samples, so they are the texts the app writes (training does not import serving).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..decoding import Decoding, KVCache, refill_length, torch_decoding
-from ..model import GPT
-from ..sampler import START, pick
-from ..tokenizer import CharTokenizer
+from .decoding import Decoding, KVCache, refill_length, torch_decoding
+from .model import GPT
+from .sampler import START, pick
+from .tokenizer import CharTokenizer
 
 # The most windows encoded in one call. ONNX Runtime keeps, per model, the memory its largest call needed, which
 # grows with the rows encoded at once; past a few rows, encoding more together saves little time.
