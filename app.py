@@ -12,13 +12,13 @@ ZeroGPU included: it spends no visitor's GPU quota.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import importlib.util
 import logging
 
 # On ZeroGPU, `spaces` must come before torch: it patches torch at import and refuses to start once CUDA is
 # initialised. Elsewhere it changes nothing, and where it is not installed the app runs without it.
-with contextlib.suppress(ImportError):
+if importlib.util.find_spec("spaces"):  # not a try/except: a broken install must fail here, not later
     import spaces  # noqa: F401
 
 from toystory_gpt import hub

@@ -292,6 +292,8 @@ REFUSALS = {
                           ["Paid hardware such as t4-small", "settings/billing", "`--hardware zero-a10g` (free)"]),
     "token-cannot-write": (None, "zero-a10g", "create_repo", 401, "Invalid credentials in Authorization header",
                            ["`hf auth login`", "write access"]),
+    "name-taken-unreadable": (None, "zero-a10g", "create_repo", 409, "You already created this space repo",
+                              ["exists that this token cannot read", "choose another name"]),
 }
 
 

@@ -181,7 +181,8 @@ def hardware_refusal(error: HfHubHTTPError, upload: Upload) -> str:
         advice = ("The token is not valid or may not write: log in again with `hf auth login` using a token with "
                   "write access (https://huggingface.co/settings/tokens), or pass --token")
     elif status == 409:
-        advice = "The Space appeared while this ran: run the command again to publish to it"
+        advice = ("A Space of this name exists that this token cannot read (another account's, or a fine-grained "
+                  "token without read access to it): choose another name, or use a token that may write to it")
     elif upload.hardware == ZERO_GPU:
         advice = ("Hosting on ZeroGPU needs an account in good standing (a verified e-mail address, "
                   "https://huggingface.co/settings/account, and an account older than 30 days) and a free slot "
