@@ -6,6 +6,7 @@ own client) each asking for all eight milestones R times in a row, at the app's 
     python benchmarks/app.py --users 32 --requests 5 --weights /tmp/weights
     python benchmarks/app.py --baseline ../baseline  # and the same load on another checkout's app, in this run
     python benchmarks/app.py --json                  # one JSON object instead of the table
+    python benchmarks/app.py --users 1 --greedy      # and a visitor beside one client holding its fair share
 
 ``--baseline DIR`` serves the ``app.py`` of another checkout (for example the last commit before the serving
 engine: ``git worktree add ../baseline e0e3dc2``) on that checkout's own ``weights/`` (the same shapes, so the
@@ -15,6 +16,10 @@ Per N: requests, ok, busy (refused because the queue was full: gradio_client's "
 again."), other errors, p50/p95/max latency (submit to final text, queueing included), throughput, and the
 server's RSS before and after. Only 127.0.0.1 traffic; every request has a timeout; the server started here
 is always stopped.
+
+``--greedy`` adds, on this checkout's app, one visitor's requests (as the first stage) beside one client that
+holds as many long generations (all eight x 2,000) as one visitor may (api.OWNER_LIMIT), and the message its
+next one gets; their p50 is compared with the same visitor's alone.
 """
 
 from __future__ import annotations
@@ -178,12 +183,45 @@ def stage(server: Server, users: int, requests: int, length: int) -> dict:
             "rss_before_mb": rss_before / MB, "rss_after_mb": server.rss() / MB}
 
 
+GREEDY_LENGTH = 2000  # characters per milestone of the greedy client's generations: they outlast the stage
+
+
+def greedy_stage(server: Server, requests: int, length: int) -> dict:
+    """One visitor's ``requests`` generations beside one client holding its fair share of long ones: p50 alone
+    and beside it, and what the client's one too many was told."""
+    from gradio_client import Client
+
+    alone = stage(server, 1, requests, length)
+    client = Client(server.url, verbose=False, ssl_verify=False, httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)})
+    try:
+        greedy = dict(DEFAULTS, milestones=[m.number for m in LADDER.milestones], length=GREEDY_LENGTH)
+        held = [client.submit(**greedy, seed=7000 + i, api_name="/generate") for i in range(api.OWNER_LIMIT)]
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while not all(job.status().code.name == "PROCESSING" for job in held) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            client.submit(**greedy, seed=7999, api_name="/generate").result(timeout=REQUEST_TIMEOUT)
+            refused = None
+        except Exception as exc:  # noqa: BLE001 - what the client is told is the figure
+            refused = str(exc)
+        beside = stage(server, 1, requests, length)
+        still_held = sum(not job.done() for job in held)
+        for job in held:
+            job.cancel()
+    finally:
+        client.close()
+    ratio = beside["p50_s"] / alone["p50_s"] if alone["p50_s"] and beside["p50_s"] else None
+    return {"alone_p50_s": alone["p50_s"], "beside_p50_s": beside["p50_s"], "ratio": ratio,
+            "errors": alone["errors"] + beside["errors"],
+            "held": api.OWNER_LIMIT, "still_held_after": still_held, "refused_with": refused}
+
+
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def run_all(server: Server, users: list[int], requests: int, length: int) -> dict:
-    """Start ``server``, warm it up, run every stage, stop it: its figures."""
+def run_all(server: Server, users: list[int], requests: int, length: int, greedy: bool = False) -> dict:
+    """Start ``server``, warm it up, run every stage (and the greedy client's, if asked), stop it: its figures."""
     try:
         server.wait_ready()
         warm = stage(server, 1, 1, length)  # first request: lazy imports and allocations, not counted
@@ -192,9 +230,11 @@ def run_all(server: Server, users: list[int], requests: int, length: int) -> dic
         rss_start = server.rss() / MB
         stages = [stage(server, n, requests, length) for n in users]
         rss_end = server.rss() / MB
+        fair = greedy_stage(server, requests, length) if greedy else None
     finally:
         server.stop()
-    return {"rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start, "stages": stages}
+    return {"rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": rss_end - rss_start, "stages": stages,
+            **({"greedy": fair} if fair else {})}
 
 
 def stage_table(figures: dict) -> str:
@@ -216,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"characters per milestone (default {DEFAULTS['length']}; --quick 100)")
     parser.add_argument("--baseline", type=Path, help="another checkout whose app.py to load the same way, after")
     parser.add_argument("--quick", action="store_true", help="a run of well under a minute")
+    parser.add_argument("--greedy", action="store_true",
+                        help="also one visitor beside a client holding its fair share of long generations")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     users = [int(n) for n in (args.users or ("1,4" if args.quick else "1,16,32,64")).split(",") if n.strip()]
@@ -234,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     del loaded
 
-    runs = {"this checkout": run_all(Server(args.weights), users, requests, length)}
+    runs = {"this checkout": run_all(Server(args.weights), users, requests, length, args.greedy)}
     if args.baseline:
         # Its own committed weights: an older checkout may not read this one's records; the models' shapes, and
         # so their speed, are the same.
@@ -253,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}:\n\n{stage_table(run)}\n")
         print(f"Server RSS after warm-up {run['rss_start_mb']:.0f} MB, after every stage {run['rss_end_mb']:.0f} MB "
               f"(growth {run['rss_growth_mb']:+.0f} MB). Latency is submit to final text, queueing included.\n")
+        if fair := run.get("greedy"):
+            ratio = "-" if fair["ratio"] is None else f"{fair['ratio']:.2f}"
+            print(f"One visitor's {requests} requests beside a client holding {fair['held']} all-eight x "
+                  f"{GREEDY_LENGTH:,} generations ({fair['still_held_after']} still writing at the end): p50 "
+                  f"{seconds(fair['beside_p50_s'])} s, alone {seconds(fair['alone_p50_s'])} s ({ratio}x; "
+                  f"{fair['errors']} errors). Its one too many was told: {fair['refused_with']!r}\n")
         for s in run["stages"]:
             for error in s["error_examples"]:
                 print(f"  {s['users']} users, error: {error}")

@@ -2,7 +2,8 @@
 and the same in PyTorch), a naive full recompute of the same weights and Hugging Face GPT-2 ``generate``
 of the same dimensions, all in one run; the wall time of all eight milestones generating together through
 the serving engine, as the app runs them; what one decode step of milestone 8 costs in each runtime; and
-how a step scales with the batch the engine runs (1 to 64 sequences of one model at once).
+how a step scales with the batch the engine runs (1 to 64 sequences of one model at once), beside its arithmetic
+floor: the multiply-adds a character needs, at the rate this machine's matmul reaches on the same rows in this run.
 
     python benchmarks/sampling.py              # the full run (about a minute)
     python benchmarks/sampling.py --quick      # fewer runs: well under a minute
@@ -57,7 +58,7 @@ def naive(saved, length: int) -> None:
     rng = np.random.default_rng(SEED)
     for _ in range(length):
         logits = saved.model(torch.tensor([window[-block:]]))[0][0, -1].numpy()
-        window.append(int(pick(logits[None], np.array([TEMPERATURE]), np.array([TOP_K]), [rng])[0]))
+        window.append(int(pick(logits[None], np.array([TEMPERATURE]), np.array([TOP_K]), np.array([rng.random()]))[0]))
 
 
 def hf_generate(model, prompt_ids: torch.Tensor, new_tokens: int) -> None:
@@ -129,6 +130,31 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
     return costs
 
 
+def flops_per_character(config) -> int:
+    """The multiply-adds (x2) one character costs a milestone: every layer's projections, feed-forward and attention
+    over the whole window (what a step computes), and the output head. The unigram and bigram look a row up."""
+    if not config.has_attention:
+        return 0
+    C, S = config.n_embd, config.block_size
+    layer = 2 * C * 3 * C + 2 * C * C + 2 * 2 * S * C + (2 * 2 * C * 4 * C if config.feed_forward else 0)
+    return config.n_layer * layer + 2 * C * config.vocab_size
+
+
+def gemm_rates(width: int, runs: int) -> dict[int, float]:
+    """FLOP/s of one thread's (B, width) x (width, 3 width) matmul in PyTorch, per batch size B: the rate a model's
+    largest projection reaches on that many rows."""
+    rates = {}
+    for batch in BATCHES:
+        a, b = torch.randn(batch, width), torch.randn(width, 3 * width)
+        calls = 2000
+
+        def loop():
+            for _ in range(calls):
+                torch.mm(a, b)
+        rates[batch] = 2 * batch * width * 3 * width * calls / median_seconds(loop, runs)
+    return rates
+
+
 def batch_scaling(models: Models, runs: int, ticks: int = 200) -> dict:
     """Per milestone and batch size: µs per engine tick of one pool (sample, step, cache writes, refills) with
     that many sequences writing at once, through the decoding the engine uses, and the characters/s it gives."""
@@ -144,6 +170,13 @@ def batch_scaling(models: Models, runs: int, ticks: int = 200) -> dict:
                     pool.tick()
             us = median_seconds(run, runs) / ticks * 1e6
             figures[n, batch] = {"us_per_step": us, "chars_per_s": batch * 1e6 / us}
+    rates = gemm_rates(max(m.model.config.n_embd for m in models.saved.values()), runs)
+    for (n, batch), f in figures.items():
+        flops = flops_per_character(models.saved[n].model.config)
+        f["flops_per_char"] = flops
+        f["floor_us"] = batch * flops / rates[batch] * 1e6
+        f["gemm_gflops"] = rates[batch] / 1e9
+        f["over_floor"] = f["us_per_step"] / f["floor_us"] if flops else None
     return figures
 
 
@@ -232,6 +265,17 @@ median of {runs} runs × 200 ticks:
 {table(["milestone", *(f"B={b}" for b in BATCHES)],
        [[LADDER[n].label, *(f"{scaling[n, b]['us_per_step']:,.0f} µs / {fmt(scaling[n, b]['chars_per_s'])}"
                             for b in BATCHES)] for n in figures])}
+
+The same ticks beside their arithmetic floor: tick µs / floor µs (ratio), where the floor is B × the milestone's
+FLOPs a character (projections, feed-forward, attention over all {block_size} slots, head) at the rate one
+thread's (B, 128) × (128, 384) matmul reaches in this run ({", ".join(f"B={b}: {scaling[8, b]['gemm_gflops']:.0f}"
+                                                                      for b in BATCHES)} GFLOP/s):
+
+{table(["milestone", "kFLOP a char", *(f"B={b}" for b in BATCHES)],
+       [[LADDER[n].label, f"{scaling[n, 1]['flops_per_char'] / 1e3:,.0f}",
+         *(f"{scaling[n, b]['us_per_step']:,.0f} / {scaling[n, b]['floor_us']:,.0f} "
+           f"({scaling[n, b]['over_floor']:.1f}×)" if scaling[n, b]['over_floor'] else
+           f"{scaling[n, b]['us_per_step']:,.0f} / — (no matmul)" for b in BATCHES)] for n in figures])}
 
 Encoding 32 windows of one length with milestone 8 (ONNX Runtime), together in one batch or one at a time:
 

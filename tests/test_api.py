@@ -4,6 +4,7 @@ from."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
@@ -128,22 +129,31 @@ def test_closing_the_stream_frees_the_engine_at_once(service):
     wait_until_idle(service)
 
 
+async def visit_stream(service, request, owner, address=None, started=None):
+    """A visitor's whole generation as the app runs it: its share held while it is checked and streamed (a pause
+    ``started`` stands for the check); every update, as {milestone: text}."""
+    with service.visit(owner, address) as visit:
+        if started is not None:
+            await started
+        return [texts(answer) async for answer in service.stream(request, interval=0.001, visit=visit)]
+
+
 def test_stop_ends_its_owners_stream_with_the_texts_so_far_and_no_other(service):
     long = service.generate_request(**{**GOOD, "length": api.MAX_LENGTH})
     other = service.generate_request(**{**GOOD, "length": 600, "seed": 4})
 
-    async def read(stream):
-        return [texts(answer) async for answer in stream]
-
     async def one_visitor_stops():
-        mine = service.stream(long, interval=0.001, owner="me")
-        await anext(mine)  # writing
-        rest = asyncio.ensure_future(read(mine))
-        theirs = asyncio.ensure_future(read(service.stream(other, interval=0.001, owner="them")))
+        checked = asyncio.get_running_loop().create_future()
+        mine = asyncio.ensure_future(visit_stream(service, long, "me", started=checked))
+        theirs = asyncio.ensure_future(visit_stream(service, other, "them"))
+        await asyncio.sleep(0)
+        checked.set_result(None)  # checked: it starts writing
+        while service.engine.active < 6:
+            await asyncio.sleep(0.001)
         assert await service.stop("me") == 1
-        assert rest.done()  # stop returns once the stream has sent its last update and ended
+        assert mine.done()  # stop returns once the stream has sent its last update and ended
         assert await service.stop("me") == 0 and await service.stop("nobody") == 0
-        return (await rest)[-1], (await theirs)[-1]
+        return (await mine)[-1], (await theirs)[-1]
 
     mine, theirs = asyncio.run(one_visitor_stops())
     full = texts(service.run(long))
@@ -151,6 +161,57 @@ def test_stop_ends_its_owners_stream_with_the_texts_so_far_and_no_other(service)
         assert len(mine[n]) < api.MAX_LENGTH and full[n].startswith(mine[n])
     assert theirs == texts(service.run(other))  # the other visitor's stream ran to its end
     wait_until_idle(service)
+
+
+def test_stop_while_a_request_is_being_checked_ends_it_before_it_writes(service):
+    async def stopped_while_checking():
+        checking = asyncio.get_running_loop().create_future()
+        mine = asyncio.ensure_future(visit_stream(service, service.generate_request(**GOOD), "me", started=checking))
+        await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(service.stop("me"))
+        await asyncio.sleep(0)
+        checking.set_result(None)  # the check ends after Stop was pressed
+        assert await stopping == 1
+        return await mine
+
+    assert asyncio.run(stopped_while_checking()) == []  # no update, no error: it ends as if written
+    assert service.engine.active == 0  # nothing was submitted
+
+
+def test_one_visitor_holds_at_most_its_share_and_another_is_served_beside_it(service):
+    greedy = service.generate_request(**{**GOOD, "milestones": list(range(1, 9)), "length": api.MAX_LENGTH})
+    mine = service.generate_request(**{**GOOD, "milestones": list(range(1, 9)), "length": 300})
+
+    async def greedy_and_another():
+        held = [asyncio.ensure_future(visit_stream(service, greedy, "greedy", "10.0.0.1"))
+                for _ in range(api.OWNER_LIMIT)]
+        await asyncio.sleep(0)
+        with pytest.raises(InvalidRequest, match=rf"^This page already has as many generations running as one "
+                                                 rf"visitor may have at once \({api.OWNER_LIMIT}\): wait"):
+            with service.visit("greedy", "10.0.0.1"):
+                pass
+        written = (await visit_stream(service, mine, "another", "10.0.0.1"))[-1]
+        # Served beside them, not after them: the greedy ones are still writing when it has finished.
+        assert not any(h.done() for h in held)
+        await service.stop("greedy")
+        return written
+
+    assert asyncio.run(greedy_and_another()) == texts(service.run(mine))
+    wait_until_idle(service)
+
+
+def test_one_address_holds_at_most_its_share(service, monkeypatch):
+    monkeypatch.setattr(api, "ADDRESS_LIMIT", 3)
+    with contextlib.ExitStack() as held:
+        for visitor in range(3):
+            held.enter_context(service.visit(f"pupil {visitor}", "192.0.2.7"))
+        with pytest.raises(InvalidRequest, match=r"^As many generations are running for your network address as "
+                                                 r"one address may have at once \(3\): try again"):
+            held.enter_context(service.visit("pupil 3", "192.0.2.7"))
+        with service.visit("pupil 3", "198.51.100.1"):  # another address is not held up
+            pass
+    with service.visit("pupil 3", "192.0.2.7"):  # and once one ends, there is room again
+        pass
 
 
 def test_each_text_depends_only_on_its_milestone_and_the_seed(service):

@@ -16,8 +16,10 @@ import time
 import pytest
 
 from tests.conftest import TIMEOUT_MS
+from toystory_gpt import api
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.pool import Pool
+from toystory_gpt.serving import Engine
 
 pytestmark = pytest.mark.browser  # the `browser` fixture (conftest) skips where Chromium is missing
 
@@ -153,6 +155,39 @@ def test_stop_cancels_a_long_generation(browser, app_url, monkeypatch, stream_la
     assert 20 < len(card_text(page, 1)) < 2000
     with lock:
         assert {id(s): len(s.text) for s in sequences} == written  # and the server wrote nothing since
+    page.close()
+
+
+def test_stop_while_the_request_is_being_checked_ends_it_without_an_error(browser, app_url, monkeypatch):
+    # Hold the check of the inputs (where a snapshot would load) until Stop has been pressed.
+    real_check, checking, release = api.Service.generate_request, threading.Event(), threading.Event()
+
+    def slow_check(service, **inputs):
+        checking.set()
+        release.wait(TIMEOUT_MS / 1000)
+        return real_check(service, **inputs)
+
+    monkeypatch.setattr(api.Service, "generate_request", slow_check)
+    submitted, real_submit = [], Engine.submit
+
+    def submit(engine, *args, **kwargs):
+        submitted.append(args)
+        return real_submit(engine, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "submit", submit)
+    page = open_app(browser, app_url, init_script=LAGGING_STREAM)
+    before = card_text(page, 1)
+    page.evaluate("() => { window.streamLag = 400; }")
+    page.click("#generate")
+    assert checking.wait(TIMEOUT_MS / 1000)
+    page.click("#stop")
+    page.wait_for_timeout(300)  # Stop reached the server while the check still ran
+    release.set()
+    page.wait_for_timeout(2 * 400 + 500)  # the lagging stream has caught up
+    trackers = page.locator("[id^=text-] [data-testid=status-tracker]")
+    assert trackers.count() == 8 and all("hide" in c for c in trackers.evaluate_all("ts => ts.map(t => t.className)"))
+    assert "Error" not in page.locator("#cards").inner_text()
+    assert submitted == [] and card_text(page, 1) == before  # nothing was written
     page.close()
 
 

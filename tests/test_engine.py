@@ -17,10 +17,10 @@ from toystory_gpt.decoding import KVCache, TorchDecoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.pool import ENCODE_ROWS, Pool, Sequence, generate
 from toystory_gpt.serving import Engine, GenerationError, Models
-from toystory_gpt.serving.engine import TICKS_PER_TURN
+from toystory_gpt.serving.engine import CAPACITY, TICKS_PER_TURN
 
 ALL = [m.number for m in LADDER.milestones]
-BATCHES = range(1, 65)  # every size the engine runs, up to its capacity
+BATCHES = range(1, CAPACITY + 1)  # every size the engine runs
 WAIT = 60  # seconds: bounds a hang, measures nothing
 
 
@@ -222,3 +222,15 @@ def test_submitting_from_many_threads_at_once(service):
     for t in threads:
         t.join(WAIT)
     assert results == [want] * 16
+
+
+def test_a_cancelled_sequence_waiting_for_a_row_leaves_at_the_next_tick(service):
+    saved = service.models.saved[8]
+    pool = Pool(service.models.decoding(8), capacity=1)  # full, as a snapshot's small pool can be
+    writing, *waiting = [Sequence.start(saved.tokenizer, "WOODY:", 500, 0.8, 0, seed) for seed in range(4)]
+    for sequence in (writing, *waiting):
+        pool.join(sequence)
+    pool.tick()
+    waiting[1].cancelled = True  # what Generation.cancel sets
+    assert pool.tick() == [waiting[1]]  # not when a row frees up for it, behind the others
+    assert pool.joining == [waiting[0], waiting[2]] and pool.live == [writing]

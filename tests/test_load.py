@@ -109,12 +109,12 @@ def gated_app(served_weights, monkeypatch, slots: int, queue_size: int):
     gate, started = threading.Event(), threading.Semaphore(0)
     real_stream = api.Service.stream
 
-    async def gated_stream(self, request, interval, owner=None):
+    async def gated_stream(self, request, interval, visit=None):
         started.release()
         deadline = time.monotonic() + REQUEST_TIMEOUT
         while not gate.is_set() and time.monotonic() < deadline:  # holding no thread, the event loop free
             await asyncio.sleep(0.01)
-        async for texts in real_stream(self, request, interval, owner):
+        async for texts in real_stream(self, request, interval, visit):
             yield texts
 
     monkeypatch.setattr(page, "QUEUE_SIZE", queue_size)

@@ -11,14 +11,16 @@ from toystory_gpt.decoding import torch_decoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoding
 from toystory_gpt.pool import generate
-from toystory_gpt.sampler import distribution, pick
+from toystory_gpt.sampler import Draws, distribution, pick
 from toystory_gpt.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(TEST_VOCAB)
 
 
 def one(logits, temperature, top_k, rng) -> int:
-    return int(pick(np.asarray(logits, np.float32)[None], np.array([temperature]), np.array([top_k]), [rng])[0])
+    """One draw, as a row of its own: a greedy row draws nothing from its generator."""
+    uniform = np.array([rng.random() if temperature > 0 else 0.0])
+    return int(pick(np.asarray(logits, np.float32)[None], np.array([temperature]), np.array([top_k]), uniform)[0])
 
 
 def test_greedy_is_the_argmax_and_top_k_limits_choices():
@@ -52,14 +54,16 @@ def test_a_row_draws_the_same_alone_or_among_others():
     logits = rng.normal(size=(6, len(TEST_VOCAB))).astype(np.float32) * 3
     settings = [(0.8, 0), (0.0, 0), (1.5, 3), (0.3, 1), (2.0, 0), (1e-40, 0)]
     temperatures, top_ks = (np.array(column) for column in zip(*settings))
-    together = [np.random.default_rng(seed) for seed in range(6)]
+    together = Draws(6)
+    for row in range(6):
+        together.start(row, np.random.default_rng(row))
     alone = [np.random.default_rng(seed) for seed in range(6)]
-    for _ in range(50):
-        batch = pick(logits, temperatures, top_ks, together)
+    for _ in range(Draws.DRAWS + 50):  # past the draws taken ahead: they are taken again, in order
+        batch = pick(logits, temperatures, top_ks, together.next(6, temperatures > 0))
         for row in range(6):
             assert batch[row] == one(logits[row], *settings[row], alone[row])
-    # greedy rows drew nothing: their generators are where they started
-    assert together[1].random() == np.random.default_rng(1).random()
+    # greedy rows drew nothing: their next draw is their generator's first
+    assert together.next(6, temperatures > 0)[1] == np.random.default_rng(1).random()
 
 
 @pytest.mark.parametrize("milestone", LADDER.milestones[::3], ids=lambda m: m.folder)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -48,6 +49,13 @@ RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 # Screen updates a second, all streaming visitors together: each costs the server's event loop about the same.
 UPDATES_PER_SECOND = 40
+# Fair shares: generations held at once (from the moment their inputs are being checked to their last update). A
+# page runs one at a time (Gradio ignores Generate while its event is pending), and lets it go before the page hears
+# it has finished.
+OWNER_LIMIT = 1
+# A class of 64 behind one school's address, one generation each; the engine has rows for more, so one address
+# can never take them all.
+ADDRESS_LIMIT = 64
 
 
 # ------------------------------------------------------------------------------------------------ /generate's answer
@@ -78,6 +86,17 @@ class GenerateAnswer(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ the service
 
+@dataclass(eq=False)
+class Visit:
+    """One generation a visitor asked for, held from the moment its inputs are being checked until its stream has
+    sent its last update: what the fair shares count, and what Stop ends at whichever stage it is."""
+    owner: str | None
+    address: str | None
+    stopped: bool = False
+    generation: Generation | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Service:
     """Answers every request, against the milestones that loaded (and the ladder they were loaded from), through
     one engine."""
@@ -87,7 +106,7 @@ class Service:
         self.ladder: Ladder = models.ladder
         self.engine = engine or Engine(models)
         self.streaming = 0  # streams open now (they all run on one event loop: no lock needed)
-        self._owned: dict[str, dict[Generation, asyncio.Event]] = {}  # owner -> its streams, each with its end
+        self._visits: list[Visit] = []  # held now; changed on the event loop only
 
     @classmethod
     def from_folder(cls, weights_dir: Path, ladder: Ladder = LADDER) -> Service:
@@ -145,17 +164,40 @@ class Service:
         finally:
             generation.cancel()
 
+    @contextlib.contextmanager
+    def visit(self, owner: str | None = None, address: str | None = None) -> Iterator[Visit]:
+        """Hold one generation's share for ``owner`` (a page's session) from ``address`` while the block runs; an
+        InvalidRequest if either already holds its limit. Checked here, before the engine sees the request: the
+        engine knows models and rows, not who asks; and a refusal is a message at once, not a wait in a queue."""
+        if owner is not None and sum(v.owner == owner for v in self._visits) >= OWNER_LIMIT:
+            raise InvalidRequest(f"This page already has as many generations running as one visitor may have at once "
+                                 f"({OWNER_LIMIT}): wait for one to finish, or press Stop.")
+        if address is not None and sum(v.address == address for v in self._visits) >= ADDRESS_LIMIT:
+            raise InvalidRequest(f"As many generations are running for your network address as one address may have "
+                                 f"at once ({ADDRESS_LIMIT}): try again in a moment.")
+        visit = Visit(owner, address)
+        self._visits.append(visit)
+        try:
+            yield visit
+        finally:
+            self._visits.remove(visit)
+            if visit.generation is not None:
+                visit.generation.cancel()  # a stream never iterated to its end must not go on writing
+            visit.ended.set()
+
     async def stream(self, request: GenerateRequest, interval: float,
-                     owner: str | None = None) -> AsyncIterator[GenerateAnswer]:
+                     visit: Visit | None = None) -> AsyncIterator[GenerateAnswer]:
         """The texts as they grow, at most one update per ``interval`` seconds (less often while many stream: every
         update costs the server the same, so all of them together make at most ``UPDATES_PER_SECOND``), and the
-        finished texts last. ``stop(owner)`` ends it early as if written: the texts so far are the last update.
-        Closing the iterator early (a closed tab) cancels the generation too. Either way its rows are free at once."""
+        finished texts last. ``stop`` of the ``visit``'s owner ends it early as if written: the texts so far are the
+        last update (none, if it was stopped before it started). Closing the iterator early (a closed tab) cancels
+        the generation too. Either way its rows are free at once."""
+        if visit is not None and visit.stopped:
+            return
         generation = self.submit(request)
+        if visit is not None:
+            visit.generation = generation
         done = asyncio.wrap_future(generation.done)
-        ended = asyncio.Event()
-        if owner is not None:
-            self._owned.setdefault(owner, {})[generation] = ended
         self.streaming += 1
         try:
             shown_texts = None
@@ -170,25 +212,22 @@ class Service:
         finally:
             self.streaming -= 1
             generation.cancel()
-            if owner is not None:
-                streams = self._owned[owner]
-                del streams[generation]
-                if not streams:
-                    del self._owned[owner]
-            ended.set()
 
     async def stop(self, owner: str, timeout: float = 10.0) -> int:
-        """Stop every stream of ``owner`` (one visitor's page) and wait, at most ``timeout`` seconds, until each
-        has sent its last update and ended; returns how many there were."""
-        streams = dict(self._owned.get(owner, {}))
-        for generation in streams:
-            generation.cancel()
-        if streams:
-            waits = [asyncio.ensure_future(ended.wait()) for ended in streams.values()]
+        """Stop every generation ``owner`` (one visitor's page) holds, whether its inputs are still being checked,
+        it waits for a row or it is being written, and wait, at most ``timeout`` seconds, until each has sent its
+        last update and ended; returns how many there were."""
+        visits = [v for v in self._visits if v.owner == owner]
+        for visit in visits:
+            visit.stopped = True
+            if visit.generation is not None:
+                visit.generation.cancel()
+        if visits:
+            waits = [asyncio.ensure_future(v.ended.wait()) for v in visits]
             _, late = await asyncio.wait(waits, timeout=timeout)
             for wait in late:
                 wait.cancel()
-        return len(streams)
+        return len(visits)
 
     # ---- the Inside views: single forward passes over the same loaded models
     def read(self, request: TextRequest | AttentionRequest | LensRequest | InsideRequest, temperature: float = 0.0,
@@ -249,4 +288,4 @@ def answerable():
 __all__ = ["DEFAULT_LENGTH", "DEFAULT_PROMPT", "DEFAULT_TEMPERATURE", "FINAL", "MAX_LENGTH", "MAX_PROMPT", "MAX_SEED",
            "MAX_STEP", "MAX_TEMPERATURE", "MAX_TEXT", "MAX_TOP_K", "AttentionRequest", "GenerateAnswer",
            "GenerateRequest", "GenerationError", "InsideRequest", "InvalidRequest", "LensRequest", "NextCharsRequest",
-           "Service", "TextRequest", "Written", "shown"]
+           "Service", "TextRequest", "Visit", "Written", "shown"]

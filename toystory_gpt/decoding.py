@@ -43,6 +43,14 @@ class KVCache:
         self.keys, self.values = np.full(shape, 0, np.float32), np.full(shape, 0, np.float32)  # (L, R, nh, S, hs)
         self.mask = np.full((rows, config.block_size), -np.inf, np.float32)  # (R, S): one query row each
         self.lengths = np.zeros(rows, np.int64)  # slots filled so far, per row
+        self._first: dict[int, tuple] = {}  # n -> the views of ``first(n)``, made once
+
+    def first(self, n: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """The first ``n`` rows' mask (n, S) and every layer's keys and values (n, nh, S, hs): views, made once per
+        ``n`` (the arrays never move), for a step to read."""
+        if n not in self._first:
+            self._first[n] = (self.mask[:n], [k[:n] for k in self.keys], [v[:n] for v in self.values])
+        return self._first[n]
 
     @property
     def rows(self) -> int:
@@ -94,16 +102,22 @@ def step(model: GPT, idx, pos, mask, keys: tuple, values: tuple):
 
     Tensors in, tensors out, nothing written: ``onnx_decode`` exports exactly this. The new key is not in the
     cache yet, so ``attend`` scores it beside the cached ones in one softmax: no write inside the step, and no
-    copy of the window to append to.
+    copy of the window to append to. Every size but the batch is spelled from the config, not read from a
+    tensor: exported, each shape read would be arithmetic run at every step (it was half the graph's nodes).
     """
+    cfg = model.config
+    C, nh = cfg.n_embd, cfg.n_head
+    sizes = (C // nh, [cfg.block_size, 1])
     x = model.embed(idx, pos)[:, None]  # (B, 1, C)
     new_keys, new_values = [], []
     for block, cached_keys, cached_values in zip(model.blocks, keys, values):
         attn = block.attn
-        q, k, v = attn.heads(block.ln_1(x))  # (B, nh, 1, hs) each
+        # (B, nh, 1, hs) each, as attn.heads splits them: with one token, moving the heads before it moves nothing
+        q, k, v = (t.reshape(-1, nh, 1, C // nh) for t in attn.c_attn(block.ln_1(x)).split(C, dim=2))
         now = torch.zeros((), dtype=mask.dtype)  # the new token may always see itself
-        y = attend(q, [cached_keys, k], [cached_values, v], [mask[:, None, None, :], now])
-        x = block.after_attention(x, attn.project(y))
+        y = attend(q, [cached_keys, k], [cached_values, v], [mask[:, None, None, :], now], sizes=sizes)
+        h = attn.resid_dropout(attn.c_proj(y.reshape(-1, 1, C)))  # as attn.project joins the heads again
+        x = block.after_attention(x, h)
         new_keys.append(k)
         new_values.append(v)
     return model.head(x)[:, 0], tuple(new_keys), tuple(new_values)

@@ -63,21 +63,24 @@ class Probe(nn.Identity):
         self.watched = 0  # recorders currently hooked here
 
 
-def attend(q, keys, values, masks, weigh=None):
+def attend(q, keys, values, masks, weigh=None, sizes: tuple[int, list[int]] | None = None):
     """Scaled dot-product attention, written once: softmax(q·kᵀ/√hs + mask)·v for queries q (B, nh, Tq, hs).
 
     The keys and values may come in several blocks (each (B, nh, Tk, hs), with an additive mask broadcasting
     to (B, nh, Tq, Tk)) that share one softmax: decoding passes the cache and the new token apart, so neither
     is copied to join the other. ``weigh`` sees the weights before they are applied (a probe, dropout).
+    ``sizes``: the head size and each block's Tk, where the caller knows them as numbers: an export then reads no
+    shape (each read would become arithmetic at run time, in every step).
     """
-    scale = q.size(-1) ** -0.5
+    head_size, lengths = sizes or (q.size(-1), [k.size(-2) for k in keys])
+    scale = head_size ** -0.5
     scores = [(q @ k.transpose(-2, -1)) * scale for k in keys]
     # The mask in the scores' own precision: a float32 mask would promote bfloat16 scores under autocast.
     scores = torch.cat([s + mask.to(s.dtype) for s, mask in zip(scores, masks)], dim=-1)
     weights = F.softmax(scores, dim=-1)
     if weigh is not None:
         weights = weigh(weights)
-    parts = weights.split([k.size(-2) for k in keys], dim=-1)
+    parts = weights.split(lengths, dim=-1)
     y = parts[0] @ values[0]
     for part, v in zip(parts[1:], values[1:]):
         y = y + part @ v

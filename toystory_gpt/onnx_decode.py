@@ -89,10 +89,8 @@ class OnnxDecoding(Decoding):
         return logits[:, -1], keys, values
 
     def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
-        feed = {"idx": idx, "pos": pos, "mask": cache.mask[:n]}
-        feed.update((f"keys.{i}", k[:n]) for i, k in enumerate(cache.keys))
-        feed.update((f"values.{i}", v[:n]) for i, v in enumerate(cache.values))
-        return tuple(self.step.run(None, feed))
+        mask, keys, values = cache.first(n)
+        return tuple(self.step.run(None, dict(zip(self.step_inputs, (idx, pos, mask, *keys, *values)))))
 
     def check(self) -> None:
         """Encode a window and take one step in both runtimes and compare: an exporter that mistranslates

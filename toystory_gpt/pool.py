@@ -13,6 +13,7 @@ how training writes its samples, so they are the texts the app writes (training 
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from .decoding import Decoding, KVCache, refill_length, torch_decoding
 from .model import GPT
-from .sampler import START, pick
+from .sampler import START, Draws, pick
 from .tokenizer import CharTokenizer
 
 # The most windows encoded in one call. ONNX Runtime keeps, per model, the memory its largest call needed, which
@@ -77,7 +78,9 @@ class Pool:
         self.temperature = np.zeros(rows, np.float64)
         self.top_k = np.zeros(rows, np.int64)
         self.idx = np.zeros(rows, np.int64)
-        self.joining: collections.deque[Sequence] = collections.deque()  # appended from any thread
+        self.draws = Draws(rows)
+        self.joining: list[Sequence] = []  # appended from any thread
+        self._joining_lock = threading.Lock()  # the tick takes out cancelled ones wherever they wait
         self._taken: list[Sequence] = []  # what this tick saw end, until it returns them
         self._in_hand: list[Sequence] = []  # what it took from joining and has not made live yet
 
@@ -91,7 +94,8 @@ class Pool:
         return max(1, self.decoding.config.n_layer) * min(self.capacity, len(self.live) + len(self.joining))
 
     def join(self, sequence: Sequence) -> None:
-        self.joining.append(sequence)
+        with self._joining_lock:
+            self.joining.append(sequence)
 
     def tick(self) -> list[Sequence]:
         """Admit who fits, write one character for every live sequence, and return those that ended (written or
@@ -109,23 +113,27 @@ class Pool:
 
     def clear(self) -> list[Sequence]:
         """Drop every sequence (after a failed step: those the tick had in hand too) and return them."""
-        dropped = list(dict.fromkeys([*self._taken, *self._in_hand, *self.live, *self.joining]))
+        with self._joining_lock:
+            dropped = list(dict.fromkeys([*self._taken, *self._in_hand, *self.live, *self.joining]))
+            self.joining = []
         self.live.clear()
-        self.joining.clear()
         self._taken, self._in_hand = [], []
         return dropped
 
     def _admit(self) -> None:
         """Give joining sequences free rows, encoding their prompts (one batch per prompt length); those cancelled
-        while they waited end here."""
-        ready = []
-        while self.joining and len(self.live) + len(ready) < self.capacity:
-            sequence = self.joining.popleft()
-            if sequence.finished:
-                self._taken.append(sequence)
-                continue
+        while they waited end now, however many wait before them."""
+        if not self.joining:
+            return
+        with self._joining_lock:
+            waiting = []
+            for sequence in self.joining:  # one look at each: it may be cancelled meanwhile
+                (self._taken if sequence.finished else waiting).append(sequence)
+            free = max(0, self.capacity - len(self.live))
+            ready = waiting[:free]
+            self.joining = waiting[free:]
+        for sequence in ready:
             sequence.window = sequence.window[-self.decoding.window:]
-            ready.append(sequence)
         self._in_hand = ready  # neither joining nor live until encoded: a failed encode must not lose them
         by_length = collections.defaultdict(list)
         for sequence in ready:
@@ -134,6 +142,8 @@ class Pool:
             rows = np.arange(len(self.live), len(self.live) + len(group))
             self.temperature[rows] = [s.temperature for s in group]
             self.top_k[rows] = [s.top_k for s in group]
+            for row, sequence in zip(rows.tolist(), group):
+                self.draws.start(row, sequence.rng)
             self._encode(group, rows)
             self.live.extend(group)
         self._in_hand = []
@@ -151,7 +161,8 @@ class Pool:
 
     def _write(self) -> None:
         n = len(self.live)
-        tokens = pick(self.logits[:n], self.temperature[:n], self.top_k[:n], [s.rng for s in self.live])
+        temperature = self.temperature[:n]
+        tokens = pick(self.logits[:n], temperature, self.top_k[:n], self.draws.next(n, temperature > 0))
         self.idx[:n] = tokens
         for sequence, token in zip(self.live, tokens.tolist()):
             sequence.text.append(sequence.vocab[token])
@@ -166,6 +177,7 @@ class Pool:
                     self.cache.move(last, row)
                 for array in (self.logits, self.temperature, self.top_k, self.idx):
                     array[row] = array[last]
+                self.draws.move(last, row)
                 self.live[row] = self.live[last]
             self.live.pop()
 
@@ -182,14 +194,14 @@ class Pool:
         full = self.cache.lengths[:n] >= self.decoding.window
         pos = np.minimum(self.cache.lengths[:n], self.decoding.window - 1)  # keeps a full row's (discarded) step valid
         stepped = np.flatnonzero(~full)
-        if stepped.size:
-            logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
-            if stepped.size < n:  # the full rows' step is discarded: they are encoded again below
-                logits, new_keys, new_values = logits[stepped], new_keys[:, stepped], new_values[:, stepped]
+        if stepped.size == n:  # the usual tick: every row steps, and slices stand for the rows
+            self.logits[:n], new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
             self.cache.append(stepped, new_keys, new_values)
-            self.logits[stepped] = logits
-        if stepped.size == n:
             return
+        if stepped.size:  # the full rows' step is discarded: they are encoded again below
+            logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
+            self.cache.append(stepped, new_keys[:, stepped], new_values[:, stepped])
+            self.logits[stepped] = logits[stepped]
         refilled = np.flatnonzero(full)
         keep = refill_length(self.decoding.window)
         for row in refilled:

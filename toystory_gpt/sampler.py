@@ -47,18 +47,58 @@ def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarr
     return weights / weights.sum()
 
 
-def pick(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-    """Choose each row's next token (n,) from ``logits`` (n, V): greedy at temperature 0 (no draw), else one draw
-    from the row's own generator, from ``distribution``."""
+def pick(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """Choose each row's next token (n,) from ``logits`` (n, V): greedy at temperature 0, else where the row's
+    ``uniform`` draw (n,), from [0, 1), falls in ``distribution`` (greedy rows' draws are not read)."""
     temperature = np.asarray(temperature, np.float64)
     tokens = np.argmax(logits, axis=1)
     if not (drawn := temperature > 0).any():
         return tokens
-    cdf = np.cumsum(odds(logits[drawn], temperature[drawn], np.asarray(top_k)[drawn]), axis=1)
+    everyone = drawn.all()  # the usual case: no row to leave out, so no copies
+    cdf = np.cumsum(odds(logits if everyone else logits[drawn], temperature if everyone else temperature[drawn],
+                         np.asarray(top_k) if everyone else np.asarray(top_k)[drawn]), axis=1)
     # Unnormalised: the likeliest weighs 1, so each total is >= 1. Counting the steps at or below u * total is
     # searchsorted(side="right"): it never lands on a zero-probability token (its step is empty). Should u * total
     # round up to the total itself, the last token with any probability is taken.
-    u = np.array([rng.random() for rng, d in zip(rngs, drawn) if d]) * cdf[:, -1]
+    u = (uniform if everyone else uniform[drawn]) * cdf[:, -1]
     chosen = (cdf <= u[:, None]).sum(axis=1)
-    tokens[drawn] = np.where(chosen < cdf.shape[1], chosen, np.argmax(cdf == cdf[:, -1:], axis=1))
+    if (over := chosen == cdf.shape[1]).any():
+        chosen[over] = np.argmax(cdf[over] == cdf[over, -1:], axis=1)
+    tokens[drawn] = chosen
     return tokens
+
+
+class Draws:
+    """Each of ``rows`` rows' next uniform draws from its own generator, taken ``DRAWS`` at a time: the same numbers
+    in the same order as one call a draw, and a tick reads every row's next draw with one indexing."""
+
+    DRAWS = 256
+
+    def __init__(self, rows: int):
+        self.ahead = np.zeros((rows, self.DRAWS))
+        self.used = np.zeros(rows, np.int64)
+        self.rngs: list[np.random.Generator | None] = [None] * rows
+
+    def start(self, row: int, rng: np.random.Generator) -> None:
+        """Row ``row`` now draws from ``rng``."""
+        self.rngs[row] = rng
+        self._refill(row)
+
+    def next(self, n: int, drawing: np.ndarray) -> np.ndarray:
+        """The first ``n`` rows' next draws (n,); only the rows ``drawing`` (n,) use theirs up."""
+        rows = np.arange(n)
+        if (spent := self.used[:n] == self.DRAWS).any():
+            for row in np.flatnonzero(spent):
+                self._refill(row)
+        draws = self.ahead[rows, self.used[:n]]
+        self.used[:n] += drawing
+        return draws
+
+    def move(self, source: int, target: int) -> None:
+        self.ahead[target] = self.ahead[source]
+        self.used[target] = self.used[source]
+        self.rngs[target] = self.rngs[source]
+
+    def _refill(self, row: int) -> None:
+        self.ahead[row] = self.rngs[row].random(self.DRAWS)
+        self.used[row] = 0

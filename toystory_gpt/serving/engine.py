@@ -24,7 +24,9 @@ from .models import Models
 
 log = logging.getLogger(__name__)
 
-CAPACITY = 64  # sequences per model at once: past this, requests wait in their pool for a free row
+# Sequences per model at once: past this, requests wait in their pool for a free row. More than one address may
+# hold (api.ADDRESS_LIMIT): a class behind one address leaves rows for everyone else.
+CAPACITY = 96
 # A snapshot's pool is smaller: rewinding training is rarer than writing, and each pool's cache is taken up front.
 SNAPSHOT_CAPACITY = 16
 # A thread runs each of its pools this many ticks in a row before the next: the model's weights stay in the

@@ -108,8 +108,8 @@ def build(context) -> None:
                   outputs=texts, api_visibility="private", preprocess=False,  # api.GenerateRequest checks raw input
                   show_progress="minimal", concurrency_limit=service.engine.capacity,
                   concurrency_id=endpoints.GENERATING)
-    # Stop ends a running generation on the server (see endpoints.stop); the cancel after it is Gradio's, for a
-    # request still waiting in the queue or still being checked, which no stream stands for yet.
+    # Stop ends the page's generations on the server, running or still being checked (see endpoints.stop); the
+    # cancel after it is Gradio's, for a request still waiting in Gradio's own queue, where no handler runs yet.
     stop.click(endpoints.stop(service), queue=False, api_visibility="private").then(None, cancels=[event])
     chosen.change(show_cards, chosen, cards, api_visibility="private", queue=False)
     context.shared.update(prompt=prompt, texts=texts)

@@ -49,7 +49,10 @@ def generate(service: api.Service):
                        visitor: gr.Request | None = None) -> AsyncIterator[api.GenerateAnswer]:
         """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
         ``step``; the chosen milestones' texts in ladder order, and the prompt's characters left out."""
-        with answered():
+        owner = visitor.session_hash if visitor is not None else None
+        address = getattr(getattr(visitor, "client", None), "host", None)  # behind a proxy: the proxy's
+        # The visitor's share is held from here, so that Stop ends the request even while it is being checked.
+        with answered(), service.visit(owner, address) as visit:
             # In a thread: a snapshot's first request loads it from disk, and the event loop serves every stream.
             request = await asyncio.to_thread(service.generate_request, milestones=milestones, prompt=prompt,
                                               length=length, temperature=temperature, top_k=top_k, seed=seed,
@@ -57,8 +60,7 @@ def generate(service: api.Service):
             if dropped := service.dropped(request):
                 gr.Warning(f"Left out characters the models have never seen: "
                            f"{html.escape(shown_characters(dropped))}")
-            owner = visitor.session_hash if visitor is not None else None
-            async for answer in service.stream(request, UPDATE_INTERVAL, owner):
+            async for answer in service.stream(request, UPDATE_INTERVAL, visit):
                 yield answer
 
     return generate
@@ -66,7 +68,7 @@ def generate(service: api.Service):
 
 def stop(service: api.Service):
     """The Stop button's handler: ends the page's generations on the server, each with its texts so far as its
-    last update, so the page sees them finish as if written.
+    last update (a request still being checked, with none), so the page sees them finish as if written.
 
     Gradio's own ``cancels=`` alone is not enough for a running stream: its ``/cancel`` completes the event
     with an empty message that, when the event stream lags the page's requests, reaches the page after the
