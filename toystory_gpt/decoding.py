@@ -103,7 +103,7 @@ def step(model: GPT, idx, pos, mask, keys: tuple, values: tuple):
     Tensors in, tensors out, nothing written: ``onnx_decode`` exports exactly this. The new key is not in the
     cache yet, so ``attend`` scores it beside the cached ones in one softmax: no write inside the step, and no
     copy of the window to append to. Every size but the batch is spelled from the config, not read from a
-    tensor: exported, each shape read would be arithmetic run at every step (it was half the graph's nodes).
+    tensor: exported, each shape read would be arithmetic run at every step.
     """
     cfg = model.config
     C, nh = cfg.n_embd, cfg.n_head
