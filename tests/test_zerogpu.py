@@ -88,6 +88,6 @@ def test_no_cuda_at_import_or_build_and_with_spaces_the_app_serves_what_the_libr
     assert result["spaces"]  # the app ran with `spaces` imported, off ZeroGPU: it must change nothing
     library = api.Service.from_folder(ROOT / "weights")
     try:
-        assert result["texts"] == library.run(library.generate_request(**REQUEST))
+        assert result["texts"] == library.run(library.generate_request(**REQUEST)).model_dump()
     finally:
         library.close()
