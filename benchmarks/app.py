@@ -114,6 +114,14 @@ class Server:
         Path(self.log.name).unlink(missing_ok=True)
 
 
+def texts_of(answer) -> list[str]:
+    """The texts of a /generate answer: this checkout's typed answer, or the list of eight an older release
+    (``--baseline``) sends."""
+    if isinstance(answer, dict):
+        return [written["text"] for written in answer["texts"]]
+    return list(answer)
+
+
 def user(url: str, number: int, requests: int, length: int, barrier: threading.Barrier) -> list[dict]:
     """One visitor with its own client: ``requests`` generations of all eight milestones, one after another."""
     from gradio_client import Client
@@ -140,7 +148,7 @@ def user(url: str, number: int, requests: int, length: int, barrier: threading.B
             start = time.perf_counter()
             job = client.submit(**inputs, api_name="/generate")
             try:
-                texts = [written["text"] for written in job.result(timeout=REQUEST_TIMEOUT)["texts"]]
+                texts = texts_of(job.result(timeout=REQUEST_TIMEOUT))
                 ok = [len(t) for t in texts] == [length] * len(LADDER.milestones)
                 outcomes.append({"kind": "ok" if ok else "error", "seconds": time.perf_counter() - start,
                                  **({} if ok else {"error": f"wrong lengths {[len(t) for t in texts]}"})})
