@@ -95,8 +95,10 @@ def test_broken_and_missing_milestones_are_shown_not_fatal(quick_weights, tmp_pa
 
 def test_training_tab_reads_what_training_saved(quick_weights):
     curves = training.training_curves(quick_weights)
-    assert sorted(curves.milestone.unique()) == ["1", "2", "3", "4", "5", "6", "7", "8", "ablation"]
-    assert set(curves.split) == {"train", "val"} and curves.loss.notna().all()
+    assert set(curves) == {"train", "val"}
+    for split, lines in curves.items():
+        assert [line.key for line in lines] == ["1", "2", "3", "4", "5", "6", "7", "8", "abl"]
+        assert all(line.points and all(loss > 0 for _, loss in line.points) for line in lines), split
     assert "vocabulary: 62 distinct characters" in training.corpus_statistics(report.read_summary(quick_weights))
 
 

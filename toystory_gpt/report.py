@@ -324,13 +324,6 @@ def read_summary(weights_dir: Path) -> RunSummary | None:
         return None
 
 
-def loss_line(record: TrainingRecord | None) -> str:
-    """A model's best validation loss in nats and bits, for a card."""
-    if record is None:
-        return "no val loss recorded"
-    return f"best val loss {record.best_val_loss:.3f} nats/char ({record.best_val_loss / NATS_PER_BIT:.2f} bits)"
-
-
 def ladder_commentary(rows: list[ResultRow], ladder: Ladder = LADDER) -> str:
     """What each trained milestone scored against the one below it, in Markdown. With several seeds a rung's score is
     their mean and its gain is judged against its sd: a gain within noise is said to be so, not claimed. A real step

@@ -88,6 +88,8 @@ def whole(low: int, high: int) -> Any:
     def check(value, info: ValidationInfo) -> int:
         called = info.field_name
         number = _as_whole(value)
+        if value is None or value == "":  # a cleared number box
+            raise _refused(f"{called.capitalize()} is empty: type a whole number from {low:,} to {high:,}.")
         if number is None:
             raise _refused(f"{called} must be a whole number from {low:,} to {high:,}, got {shown(value)}")
         if not low <= number <= high:

@@ -9,6 +9,14 @@ from .. import corpus, excerpts, report
 
 TITLE = "About"
 
+CSS = """
+/* As many code boxes a row as fit at 420 px, one on a phone; a long line scrolls inside its box. */
+#idea-code { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(min(100%, 420px), 1fr));
+             gap: 12px; }
+#idea-code > .idea-code { min-width: 0 !important; max-width: 100%; }
+#idea-code .cm-editor { max-width: 100%; }
+"""
+
 HOW_TO = """
 ## How to run it yourself
 
@@ -63,6 +71,6 @@ def build(context) -> None:
     with gr.Row(elem_id="idea-code"):
         for excerpt in excerpts.read(context.ladder):
             # no line numbers of its own: the comments give model.py's
-            gr.Code(excerpt.code, language="python", label=code_label(excerpt), interactive=False, min_width=420,
+            gr.Code(excerpt.code, language="python", label=code_label(excerpt), interactive=False, min_width=0,
                     show_line_numbers=False, buttons=["copy"], elem_classes="idea-code")
     gr.Markdown(HOW_TO + data)

@@ -24,14 +24,58 @@ TITLE = "Inside"
 DEFAULT_TEXT = "The little robot rolled under the bed and waited for the lights to go out."
 
 # Delegated, so it survives every re-render of the rows; the selection moves at once, before the server answers.
+# The keyboard: each row has one Tab stop (its chosen character); the arrow keys move along and across rows, Enter
+# or Space chooses. A focused or tapped character's numbers go to the readout line (no hover on a phone). After a
+# choice the views at that character scroll into view if they are below the screen's lower part.
 CLICK_JS = """
+const readout = (span) => {
+  const line = element.querySelector('.ins-readout');
+  if (line) line.textContent = span.title.replaceAll('\\n', ' · ');
+};
+const choose = (span) => {
+  element.querySelectorAll('.ins-sel').forEach(s => { s.classList.remove('ins-sel'); s.tabIndex = -1; });
+  element.querySelectorAll(`[data-pos="${span.dataset.pos}"]`).forEach(s => { s.classList.add('ins-sel');
+                                                                              s.tabIndex = 0; });
+  readout(span);
+  trigger('click', {pos: Number(span.dataset.pos)});
+  const focus = document.querySelector('#inside-focus');
+  if (focus && focus.getBoundingClientRect().top > 0.7 * window.innerHeight) {
+    focus.scrollIntoView({behavior: 'smooth', block: 'start'});
+  }
+};
 element.addEventListener('click', (event) => {
   const span = event.target.closest('[data-pos]');
-  if (!span) return;
-  element.querySelectorAll('.ins-sel').forEach(s => s.classList.remove('ins-sel'));
-  element.querySelectorAll(`[data-pos="${span.dataset.pos}"]`).forEach(s => s.classList.add('ins-sel'));
-  trigger('click', {pos: Number(span.dataset.pos)});
+  if (span) choose(span);
 });
+element.addEventListener('focusin', (event) => {
+  const span = event.target.closest('[data-pos]');
+  if (span) readout(span);
+});
+element.addEventListener('keydown', (event) => {
+  const span = event.target.closest('[data-pos]');
+  if (!span) return;
+  if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); choose(span); return; }
+  const row = span.closest('.ins-row'), rows = [...element.querySelectorAll('.ins-row')];
+  let next = null;
+  if (event.key === 'ArrowLeft') next = span.previousElementSibling;
+  if (event.key === 'ArrowRight') next = span.nextElementSibling;
+  if (event.key === 'ArrowUp' || event.key === 'ArrowDown') {
+    const other = rows[rows.indexOf(row) + (event.key === 'ArrowUp' ? -1 : 1)];
+    next = other && other.querySelector(`[data-pos="${span.dataset.pos}"]`);
+  }
+  if (next && next.dataset.pos !== undefined) {
+    event.preventDefault();
+    span.tabIndex = -1; next.tabIndex = 0; next.focus();
+  }
+});
+"""
+
+# The attention rows open scrolled to their end, where the outlined last character read is: when drawn, and when
+# first shown (a hidden tab has no width to scroll).
+END_JS = """
+const toEnd = () => element.querySelectorAll('.ins-end').forEach(r => { r.scrollLeft = r.scrollWidth; });
+new MutationObserver(toEnd).observe(element, {childList: true, subtree: true});
+new ResizeObserver(toEnd).observe(element);
 """
 
 CSS = """
@@ -100,6 +144,16 @@ CSS = """
 .ins-lens-card td.ins-guesses { font-family: var(--font-mono); font-size: 0.72rem; white-space: nowrap; }
 .ins-map img { image-rendering: pixelated; max-width: 100%; border: 1px solid var(--border-color-primary); }
 .ins-map p { font-size: 0.8rem; opacity: 0.85; margin: 0.3rem 0 0; }
+.ins-map-top { font-size: 0.75rem; opacity: 0.85; margin-left: 1.4rem; display: flex; gap: 0.6rem; }
+.ins-map-body { display: flex; align-items: flex-start; }
+.ins-map-side { writing-mode: vertical-rl; font-size: 0.75rem; opacity: 0.85; width: 1.4rem; }
+.ins-attention-scale { width: 100px; background: linear-gradient(to right, rgba(2,132,199,0), rgba(2,132,199,1)); }
+#attention-rows .ins-note { white-space: normal; }
+.ins-notes { font-size: 0.8rem; opacity: 0.85; margin: 0.3rem 0 0; }
+.ins-readout { font-size: 0.85rem; margin: 0.3rem 0 0; min-height: 1.3rem; font-variant-numeric: tabular-nums; }
+.ins-chars span[data-pos]:focus-visible { outline: 3px solid #f59e0b; outline-offset: -1px; }
+/* a finger needs more than a mouse: taller rows where the pointer is coarse */
+@media (pointer: coarse) { .ins-surprise .ins-chars { line-height: 2.1; font-size: 1rem; } }
 """
 
 
@@ -122,15 +176,15 @@ def position_views(service: api.Service, selection: Selection, layer: str, head:
             view.lens_html(models, req, slot, looks, ladder))
 
 
-def read(service: api.Service, request: api.InsideRequest, layer: str, head: str, heat):
-    """Score the text once for every chosen model (and those below, for the gain rows), then show the last
-    character's slot."""
-    with endpoints.answered():
-        reading = service.inside(request)
+def read(service: api.Service, request: api.InsideRequest, reading: analysis.Reading, layer: str, head: str, heat,
+         shown: Selection | None = None):
+    """The rows of what ``service.inside`` read for ``request``, and the views at the slot ``shown`` selected if it
+    read the same text (rows turned on or off), else at the last character."""
     req = reading.request
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
-    selection = Selection(request, req, len(req.text) - 1)
+    kept = shown is not None and shown.read.text == req.text and 0 <= shown.slot < len(req.text)
+    selection = Selection(request, req, shown.slot if kept else len(req.text) - 1)
     rows = view.rows_html(view.rows(service.models.readable, reading), selection.slot, request.gains)
     return rows, selection, *position_views(service, selection, layer, head, heat)
 
@@ -145,12 +199,17 @@ def build(context) -> None:
     layer_choices = [view.MEAN, *map(str, range(1, max((c.n_layer for c in configs), default=0) + 1))]
     head_choices = [view.MEAN, *map(str, range(1, max((c.n_head for c in configs), default=0) + 1))]
 
-    def look(text, chosen, gains, lens, temperature, top_k, layer, head, heat):
-        """The tab's inputs as a request, read."""
-        with endpoints.answered():
+    def look(text, chosen, gains, lens, temperature, top_k, layer, head, heat, shown=None):
+        """The tab's inputs as a request, read. One that cannot be read is said in a message beside the results,
+        which stay: an error would mark them all."""
+        try:
             request = service.parse(api.InsideRequest, text=text, milestones=chosen, gains=gains, lens=lens,
                                     temperature=temperature, top_k=top_k)
-        return read(service, request, layer, head, heat)
+            reading = service.inside(request)
+        except (api.InvalidRequest, analysis.Unanswerable) as exc:
+            gr.Warning(html.escape(str(exc)))
+            return (gr.skip(),) * 6
+        return read(service, request, reading, layer, head, heat, shown)
 
     def knobs_set(selection: Selection, temperature, top_k, slot=None) -> Selection:
         """The selection with the bars' knobs (checked as any request's) and, if given, another slot."""
@@ -176,13 +235,16 @@ def build(context) -> None:
 
     @functools.cache  # the same for every visitor: read once, when the first one opens the page
     def first_view():
-        return read(service, service.parse(api.InsideRequest, text=DEFAULT_TEXT, milestones=shown),
-                    view.MEAN, view.MEAN, heat_default)
+        request = service.parse(api.InsideRequest, text=DEFAULT_TEXT, milestones=shown)
+        return read(service, request, service.inside(request), view.MEAN, view.MEAN, heat_default)
 
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, elem_id="inside-layout"):
         with gr.Column(scale=1, min_width=240):
-            text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, max_length=api.MAX_TEXT,
-                              elem_id="inside-text", info="Enter (or Look inside) scores it with every chosen model.")
+            # No max_length: the browser would cut a longer paste without a word; the server says the limit.
+            text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, elem_id="inside-text",
+                              info="Shift+Enter (or Look inside) scores it with every chosen model; Enter is a "
+                                   "new line.")
+            button = gr.Button("Look inside", variant="primary", elem_id="inside-look")
             offered = {"prompt", "texts"} <= context.shared.keys()
             use = gr.Button("Use the text just generated", size="sm", elem_id="inside-use", visible=offered)
             chosen = gr.CheckboxGroup([(models[key].milestone.label, key) for key in available], value=shown,
@@ -193,33 +255,31 @@ def build(context) -> None:
                                 elem_id="inside-gains")
             lens = gr.Checkbox(False, label=f"Logit lens rows: the bits after each block "
                                             f"({analysis.deep_ones(ladder)})", elem_id="inside-lens")
-            button = gr.Button("Look inside", variant="primary", elem_id="inside-look")
+            temperature = gr.Slider(0, api.MAX_TEMPERATURE, api.DEFAULT_TEMPERATURE, step=0.05,
+                                    label="Temperature (the amber bars)", elem_id="inside-temperature")
+            top_k = gr.Slider(0, api.MAX_TOP_K, 0, step=1, label="Top-k (0 = off)",
+                              elem_id="inside-top-k")
         with gr.Column(scale=5, min_width=320):
             rows = gr.HTML(js_on_load=CLICK_JS, elem_id="surprise-rows")
+            # What the chosen character's views show, the bars beside the attention: right under the rows.
+            with gr.Row(equal_height=False, elem_id="inside-focus"):
+                with gr.Column(scale=3, min_width=300):
+                    bars = gr.HTML(js_on_load=None, elem_id="next-bars")
+                with gr.Column(scale=2, min_width=300):
+                    looks = gr.HTML(js_on_load=END_JS, elem_id="attention-rows")
+                    layer = gr.Radio(layer_choices, value=view.MEAN, label="Attention layer", elem_id="inside-layer")
+                    head = gr.Radio(head_choices, value=view.MEAN, label="Attention head", elem_id="inside-head")
+                    heat = gr.Dropdown([(models[key].milestone.label, key) for key in with_attention],
+                                       value=heat_default, label="Full attention map of", elem_id="inside-heat")
+                    heatmap = gr.HTML(js_on_load=None, elem_id="attention-map")
+            lens_cards = gr.HTML(js_on_load=None, elem_id="lens-cards")
     state = gr.State()
-    with gr.Row(elem_id="inside-knobs"):
-        temperature = gr.Slider(0, api.MAX_TEMPERATURE, api.DEFAULT_TEMPERATURE, step=0.05,
-                                label="Temperature", elem_id="inside-temperature", min_width=200)
-        top_k = gr.Slider(0, api.MAX_TOP_K, 0, step=1, label="Top-k (0 = off)",
-                          elem_id="inside-top-k", min_width=200)
-        layer = gr.Radio(layer_choices, value=view.MEAN, label="Attention layer", elem_id="inside-layer",
-                         min_width=200)
-        head = gr.Radio(head_choices, value=view.MEAN, label="Attention head", elem_id="inside-head", min_width=200)
-    bars = gr.HTML(js_on_load=None, elem_id="next-bars")
-    lens_cards = gr.HTML(js_on_load=None, elem_id="lens-cards")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=300):
-            looks = gr.HTML(js_on_load=None, elem_id="attention-rows")
-        with gr.Column(scale=2, min_width=300):
-            heat = gr.Dropdown([(models[key].milestone.label, key) for key in with_attention], value=heat_default,
-                               label="Full attention map of", elem_id="inside-heat")
-            heatmap = gr.HTML(js_on_load=None, elem_id="attention-map")
     views = [bars, looks, heatmap, lens_cards]
     knobs = [temperature, top_k, layer, head, heat]
     reading = [text, chosen, gains, lens, *knobs]
     if available:
         gr.on(None, first_view, outputs=[rows, state, *views], api_visibility="private", show_progress="hidden")
-    gr.on([button.click, text.submit, gains.change, lens.change], look, inputs=reading,
+    gr.on([button.click, text.submit, gains.change, lens.change], look, inputs=[*reading, state],
           outputs=[rows, state, *views], api_visibility="private", show_progress="minimal", trigger_mode="always_last")
     rows.click(pick, inputs=[state, *knobs], outputs=[state, *views], api_visibility="private",
                show_progress="hidden", trigger_mode="always_last")

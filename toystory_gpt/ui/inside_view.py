@@ -174,10 +174,11 @@ def rows(models: Models, reading: analysis.Reading) -> list[Row]:
     return shown
 
 
-def _cell_html(character: str, slot: int | None, style: str, title: str, classes: str) -> str:
-    """One character of a row; ``slot`` makes it clickable."""
+def _cell_html(character: str, slot: int | None, style: str, title: str, classes: str, focus: bool = False) -> str:
+    """One character of a row; ``slot`` makes it clickable and reachable from the keyboard (``focus``: the row's one
+    Tab stop, the arrow keys move from there)."""
     ws = " ins-ws" if character in " \n\t" else ""
-    pos = "" if slot is None else f'data-pos="{slot}" '
+    pos = "" if slot is None else f'data-pos="{slot}" tabindex="{0 if focus else -1}" '
     return (f'<span {pos}class="{classes}{ws}" style="{style}" '
             f'title="{html.escape(title)}">{html.escape(glyph(character))}</span>')
 
@@ -190,13 +191,22 @@ def _row_html(label: str, short: str, cells: str, figure: str = "", unit: str = 
             f'</span><span class="ins-bpc">{figure}<span class="ins-wide">{unit}</span></span></div>')
 
 
-def legend_html(gains: bool) -> str:
+def legend_html(gains: bool, lens: bool = False) -> str:
     gain = (f'<span>Saved against the model below: lost {GAIN_BITS:g}+ <span class="ins-scale ins-gain-scale"></span> '
             f'{GAIN_BITS:g}+ bits saved</span>' if gains else "")
+    lens = ('<span>Thin rows “after block k” (logit lens): the same surprise scale, as the model would score each '
+            'character with only its first k blocks; the figure is their mean in bits/char.</span>' if lens else "")
     return (f'<div class="ins-legend"><span>Surprise, bits per character: 0 <span class="ins-scale"></span> '
-            f'{MAX_BITS:g}+</span>{gain}<span>Hover a character for its probability and top guesses; click it to '
-            f'see what every model expected there, where it looked and, for the deep ones, what each block '
-            f'added.</span></div>')
+            f'{MAX_BITS:g}+</span>{gain}{lens}<span>Hover, tap or Tab to a character for its probability and top '
+            f'guesses (arrow keys move); click it or press Enter to see what every model expected there, where it '
+            f'looked and, for the deep ones, what each block added.</span></div>')
+
+
+def readout_html(shown: Sequence[Row], selected: int | None) -> str:
+    """The line that shows the focused or tapped character's numbers (on a phone and from the keyboard, where no
+    hover is); it starts with the chosen character of the first row."""
+    first = next((cell.title for row in shown for cell in row.cells if cell.slot == selected), "")
+    return f'<p class="ins-readout" aria-live="polite">{html.escape(first).replace(chr(10), " · ")}</p>'
 
 
 def rows_html(shown: Sequence[Row], selected: int | None, gains: bool) -> str:
@@ -206,11 +216,13 @@ def rows_html(shown: Sequence[Row], selected: int | None, gains: bool) -> str:
         hot = row.kind is Kind.SURPRISE
         cells = "".join(_cell_html(cell.character, cell.slot, f"background:{cell.colour}", cell.title,
                                    ("ins-hot " if hot and cell.value > 0.75 * MAX_BITS else "")
-                                   + ("ins-sel" if cell.slot == selected else ""))
+                                   + ("ins-sel" if cell.slot == selected else ""), cell.slot == selected)
                         for cell in row.cells)
         ablation = " ins-ablation" if row.key == ABLATION else ""
         lines.append(_row_html(row.label, row.short, cells, row.figure, row.unit, f"ins-{row.kind.value}{ablation}"))
-    return legend_html(gains) + f'<div class="ins-rows">{"".join(lines)}</div>'
+    lens = any(row.kind is Kind.LENS for row in shown)
+    return (legend_html(gains, lens) + f'<div class="ins-rows">{"".join(lines)}</div>'
+            + readout_html(shown, selected))
 
 
 def heading_html(req: analysis.Request, slot: int) -> str:
@@ -321,23 +333,27 @@ def attention_html(models: Models, req: analysis.Request, looks: Sequence[analys
                    head: str) -> str:
     """From the slot's query, each earlier character shaded by the weight it got, one row per model."""
     context = analysis.START + req.text
-    lines = []
+    lines, notes = [], []
     for seen in looks:
         milestone, short = models[seen.milestone].milestone, _short(models[seen.milestone])
-        if seen.attention is None:
-            note = analysis.sees_instead(milestone) + "."
-            lines.append(_row_html(milestone.label, short, f'<span class="ins-note">{html.escape(note)}</span>'))
+        if seen.attention is None:  # said under the rows: a row of its own would scroll out of sight
+            notes.append(f"{milestone.label}: {analysis.sees_instead(milestone)}")
             continue
         weights, note = choose(seen.attention, layer, head)
+        if note:
+            notes.append(milestone.label + note.replace(" (", " ", 1).removesuffix(")"))
         row = weights[-1]  # (T,): the query is the slot's last character of context
         cells = "".join(
             _cell_html(context[seen.start + j], None, f"background:{attention_colour(w)}",
                        f"{milestone.label}: weight {w:.3f}", "ins-query" if j == len(row) - 1 else "")
             for j, w in enumerate(row))
-        lines.append(_row_html(milestone.label + note, short, cells, f"{len(row)}", " chars seen"))
-    caption = (f'<p class="ins-heading">Where each model looked to predict it (layer {layer}, head {head}): the '
-               f'outlined character is the last one read; darker blue, more weight.</p>')
-    return caption + f'<div class="ins-rows">{"".join(lines)}</div>'
+        lines.append(_row_html(milestone.label, short, cells, f"{len(row)}", " chars seen"))
+    caption = (f'<p class="ins-heading"><b>Where each model looked</b> to predict it (layer {layer}, head {head}): '
+               f'the outlined character is the last one read (the rows start scrolled to it); weight '
+               f'0 <span class="ins-scale ins-attention-scale"></span> 1.</p>')
+    said = "".join(f"<li>{html.escape(note)}.</li>" for note in notes)
+    return (caption + f'<div class="ins-rows ins-end">{"".join(lines)}</div>'
+            + (f'<ul class="ins-notes">{said}</ul>' if said else ""))
 
 
 def heatmap_html(models: Models, req: analysis.Request, seen: analysis.Look | None, layer: str, head: str,
@@ -356,9 +372,14 @@ def heatmap_html(models: Models, req: analysis.Request, seen: analysis.Look | No
     context = analysis.START + req.text
     first, last = context[seen.start], context[seen.start + len(weights) - 1]
     label = models[seen.milestone].milestone.label
-    return (f'<div class="ins-map"><img alt="attention map of {html.escape(label)}" '
-            f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return (f'<div class="ins-map"><div class="ins-map-top">looks at (key) →<span>{html.escape(quoted(first))} … '
+            f'{html.escape(quoted(last))}</span></div><div class="ins-map-body"><div class="ins-map-side">'
+            f'reading (query) ↓</div><img alt="attention map of {html.escape(label)}" '
+            f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"></div>'
+            f'<p>weight 0 <span class="ins-scale ins-attention-scale"></span> 1 (shaded by its square root, so small '
+            f'weights still show)</p>'
             f'<p>{html.escape(label)}{html.escape(note)}, layer {layer}, head {head}: row i is the character at '
-            f'position i of the context ({len(weights)} characters, from {html.escape(quoted(first))} to '
-            f'{html.escape(quoted(last))}) and how much it looks at each column j ≤ i; nothing above the diagonal: '
-            f'no model may look ahead. The bottom row is the attention shown above.</p></div>')
+            f'position i of the context ({len(weights)} characters, from {html.escape(quoted(first))} at the top '
+            f'left to {html.escape(quoted(last))} at the bottom right) and how much it looks at each column j ≤ i; '
+            f'nothing above the diagonal: no model may look ahead. The bottom row is the attention shown '
+            f'beside.</p></div>')

@@ -6,6 +6,7 @@ tab) and one entry in ``TABS``. The API endpoints are not a tab's: ``endpoints.r
 
 from __future__ import annotations
 
+import html
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -37,18 +38,27 @@ THEME = gr.themes.Soft(primary_hue="sky", secondary_hue="amber", neutral_hue="sl
                        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
 CSS = """
 .gradio-container { max-width: 1500px !important; margin: 0 auto; }
-#header h1 { margin-bottom: 0.2rem; }
-#header .lede { font-size: 1.05rem; margin: 0 0 0.6rem; }
-#ladder ol { columns: 2 24rem; column-gap: 2.5rem; margin: 0; padding-left: 1.4rem; }
-#ladder li { break-inside: avoid; margin-bottom: 0.25rem; font-size: 0.92rem; }
+/* Nothing may widen the page: wide things (code, tables, rows of characters) scroll inside themselves. */
+/* contain: a tab's width is the window's, never its content's, so what is too wide must scroll in its box */
+.gradio-container .tabitem { contain: inline-size; }
+.gradio-container .column, .gradio-container .row, .gradio-container .block { min-width: 0; }
+.gradio-container .prose pre, .gradio-container .prose table { display: block; max-width: 100%; overflow-x: auto; }
+.gradio-container .prose td, .gradio-container .prose th { white-space: nowrap; }
+#header h1 { margin: 0 0 0.1rem; font-size: 1.7rem; }
+#header .lede { font-size: 1rem; margin: 0; }
+#header details { font-size: 0.9rem; margin: 0.2rem 0 0; }
+#header summary { cursor: pointer; color: var(--link-text-color); }
+#header ol { columns: 2 24rem; column-gap: 2.5rem; margin: 0.3rem 0 0; padding-left: 1.4rem; }
+#header li { break-inside: avoid; margin-bottom: 0.25rem; }
 @media (max-width: 640px) {
-  #header h1 { font-size: 1.6rem; }
-  #header .lede { font-size: 0.95rem; }
-  #ladder ol { columns: 2; column-gap: 1.2rem; }
-  #ladder li { font-size: 0.85rem; margin-bottom: 0.1rem; }
-  #ladder .idea { display: none; }  /* on a phone, the names only: the controls fit on the first screen */
+  #header h1 { font-size: 1.4rem; }
+  #header .lede { font-size: 0.9rem; }
 }
 """ + "".join(tab.CSS for tab in TABS if hasattr(tab, "CSS"))
+# Gradio scopes the rules of ``css`` inside @media to the page's content: the page's own padding, narrower on a
+# phone (it left less than the tab bar and the header need), is set here.
+HEAD = ("<style>@media (max-width: 640px) { .gradio-container .main.app { padding-left: 10px; padding-right: 10px; } }"
+        "</style>" + "".join(tab.HEAD for tab in TABS if hasattr(tab, "HEAD")))  # and the tabs' scripts
 
 
 @dataclass
@@ -73,22 +83,12 @@ class Context:
 
 
 def header_markdown(presentation: Presentation = corpus.SCREENPLAY, ladder: Ladder = LADDER) -> str:
-    items = "\n".join(f'1. **{m.name}** <span class="idea">— {m.idea}</span>' for m in ladder)
-    return f"""<div id="header">
-
-# Toy Story GPT
-
-<p class="lede">{len(ladder)} tiny character-level language models trained on {presentation.described},
-each adding one idea of the GPT recipe to the one before. Pick a prompt and watch them write side by side.</p>
-
-</div>
-
-<div id="ladder">
-
-{items}
-
-</div>
-"""
+    """The title, one sentence, and the ladder folded away: the controls must fit on the first screen."""
+    items = "".join(f"<li><b>{html.escape(m.name)}</b> — {html.escape(m.idea)}</li>" for m in ladder)
+    return (f'<div id="header"><h1>Toy Story GPT</h1><p class="lede">{len(ladder)} tiny character-level language '
+            f"models trained on {presentation.described}, each adding one idea of the GPT recipe to the one before. "
+            f"Write a prompt and watch them continue it side by side.</p><details id=\"ladder\"><summary>The "
+            f"{len(ladder)} ideas, one per model</summary><ol>{items}</ol></details></div>")
 
 
 def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Ladder = LADDER) -> gr.Blocks:
@@ -122,7 +122,7 @@ def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Lad
 def launch(app: gr.Blocks, **server):
     """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT
     sessions and running as many events at once as ``build_app`` made room for."""
-    return app.launch(**{"theme": THEME, "css": CSS, "state_session_capacity": SESSIONS_KEPT,
+    return app.launch(**{"theme": THEME, "css": CSS, "head": HEAD, "state_session_capacity": SESSIONS_KEPT,
                          "max_threads": app.max_threads, **server})
 
 

@@ -7,24 +7,27 @@ import html
 import time
 
 import gradio as gr
-import pandas as pd
 
 from .. import corpus, report
 from ..milestones import LADDER, Ladder
+from . import chart
 
 TITLE = "Training"
 PLAY_DELAY = 0.7  # seconds per step while playing: long enough to read that the text changed
-NOW = "step shown"  # the plots' marker series: a vertical line at the rewind's step
 
 CSS = """
-#rewind-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(290px, 1fr)); gap: 12px; }
+#rewind-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 260px), 1fr)); gap: 10px; }
 #rewind-cards .rewind-card { border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
                              padding: 8px 10px; background: var(--background-fill-secondary); min-width: 0; }
 #rewind-cards h4 { margin: 0 0 0.2rem; font-size: 0.95rem; }
-#rewind-cards .loss { font-size: 0.8rem; opacity: 0.8; margin: 0 0 0.3rem; font-variant-numeric: tabular-nums; }
-#rewind-cards pre { white-space: pre-wrap; word-break: break-word; font-size: 0.8rem; margin: 0; max-height: 12rem;
+#rewind-cards .loss { font-size: 0.8rem; opacity: 0.85; margin: 0 0 0.3rem; font-variant-numeric: tabular-nums; }
+#rewind-cards pre { white-space: pre-wrap; word-break: break-word; font-size: 0.8rem; margin: 0; max-height: 9rem;
                     overflow-y: auto; background: none; padding: 0; }
-"""
+#rewind-controls { align-items: end; }
+#rewind-controls button { max-width: 8rem; }
+#training-plots { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(min(100%, 420px), 1fr));
+                  gap: 16px; }
+""" + chart.CSS
 
 
 def records(weights_dir, ladder: Ladder = LADDER) -> dict:
@@ -33,32 +36,30 @@ def records(weights_dir, ladder: Ladder = LADDER) -> dict:
     return {folder: record for folder, record in found if record is not None}
 
 
-def training_curves(weights_dir, ladder: Ladder = LADDER) -> pd.DataFrame:
-    """Long-format loss history of every trained model, the ablation included: one row per (model, step, split).
-
-    The plots' legends show only the milestone number (``milestone``): nine full names do not fit in one row.
-    """
-    rows = []
+def training_curves(weights_dir, ladder: Ladder = LADDER) -> dict[str, list[chart.Series]]:
+    """Every trained model's loss history, the ablation included, per split ("val", "train"): one line each,
+    named at its end by its milestone number (nine full names do not fit beside a plot) and in full in the
+    legend."""
     found = records(weights_dir, ladder)
+    curves = {"val": [], "train": []}
     for m in ladder.models:
         if (record := found.get(m.folder)) is None:
             continue
-        key = "ablation" if m.is_ablation else str(m.number)
-        rows += [{"milestone": key, "model": m.label, "step": point.step, "split": split, "loss": loss}
-                 for point in record.history for split, loss in (("train", point.train_loss), ("val", point.val_loss))
-                 if loss is not None]
-    return pd.DataFrame(rows, columns=["milestone", "model", "step", "split", "loss"])
+        key = "abl" if m.is_ablation else str(m.number)
+        for split in curves:
+            points = tuple((point.step, loss) for point in record.history
+                           if (loss := point.val_loss if split == "val" else point.train_loss) is not None)
+            curves[split].append(chart.Series(key, m.label, points))
+    return curves
 
 
-def marked(curves: pd.DataFrame, split: str, step: int) -> pd.DataFrame:
-    """One split's curves plus a vertical line at ``step`` (two points of the series NOW)."""
-    shown = curves[curves.split == split]
-    if shown.empty:
-        return shown
-    low, high = shown.loss.min(), shown.loss.max()
-    line = pd.DataFrame([{"milestone": NOW, "model": f"step {step:,}", "step": step, "split": split, "loss": loss}
-                         for loss in (low, high)])
-    return pd.concat([shown, line], ignore_index=True)
+PLOTS = (("val", "Validation loss (text never trained on; lower is better)"),
+         ("train", "Training loss (mean since the last evaluation)"))
+
+
+def plots_html(curves: dict[str, list[chart.Series]], step: int) -> list[str]:
+    return [chart.line_chart(curves[split], title, "nats/char", marker=step, element_id=f"{split}-chart")
+            for split, title in PLOTS]
 
 
 def evaluation_steps(found: dict, ladder: Ladder = LADDER) -> list[int]:
@@ -69,7 +70,8 @@ def evaluation_steps(found: dict, ladder: Ladder = LADDER) -> list[int]:
 
 def rewind_html(found: dict, step: int, ladder: Ladder = LADDER) -> str:
     """One card per milestone: what it wrote at ``step`` and its val loss then (its last evaluation before
-    ``step`` if it stopped earlier or skipped that step)."""
+    ``step`` if it stopped earlier or skipped that step); past its best step, the card says so: the weights
+    the app serves are those of its best step, not its last."""
     cards = []
     for m in ladder:
         record = found.get(m.folder)
@@ -82,6 +84,9 @@ def rewind_html(found: dict, step: int, ladder: Ladder = LADDER) -> str:
         note = "" if point.step == step else f" (its last evaluation, step {point.step:,})"
         if record.still_improving and point.step == record.steps:
             note += f" {report.STILL_IMPROVING} still improving at its last step"
+        elif point.step > record.best_step:
+            note += (f"; past its best: {record.best_val_loss:.3f} at step {record.best_step:,}, the weights "
+                     f"Compare uses")
         text = point.sample if point.sample is not None else "(no sample recorded at this step)"
         cards.append(f'<div class="rewind-card" id="rewind-{m.number}"><h4>{html.escape(m.label)}</h4>'
                      f'<p class="loss">val loss {point.val_loss:.3f} nats/char at step {point.step:,}{note}</p>'
@@ -103,40 +108,44 @@ def build(context) -> None:
     curves = training_curves(context.weights_dir, ladder)
     steps = evaluation_steps(found, ladder) or [0]
     last = steps[-1]
-    gr.Markdown("Loss is the cross-entropy of the next character in nats (divide by ln 2 ≈ 0.693 for bits); "
-                f"validation is the last 10% of {context.presentation.described}, never trained on.")
-    plots = []
-    with gr.Row():
-        for split, title in (("val", "Validation loss"), ("train", "Training loss (mean since the last evaluation)")):
-            plots.append(gr.LinePlot(marked(curves, split, last), x="step", y="loss", color="milestone", title=title,
-                                     y_title="nats/char", tooltip=["model", "step", "loss"], height=360, min_width=340,
-                                     elem_id=f"{split}-plot"))
     gr.Markdown("### Rewind: what each milestone wrote as it learned\n"
                 f"At every evaluation, training recorded a sample: the same prompt "
                 f"({html.escape(repr(context.presentation.sample_prompt))}) and seed every time. Drag the "
-                "slider (or press Play) to watch the ladder learn to write. Snapshots of the weights at some of these "
-                "steps can generate anything in the Compare tab (*Weights*).")
-    with gr.Row(equal_height=True):
+                "slider (or press Play) to watch the ladder learn to write. Loss is the cross-entropy of the next "
+                "character in nats (lower is better; ÷ 0.693 for bits) on the last 10% of "
+                f"{context.presentation.described}, never trained on. Training kept each model's weights at its best "
+                "evaluation (lowest loss) and stopped once it no longer improved, so a card here may show a later, "
+                "higher loss than the Compare tab's, whose final weights are that best step's. Snapshots of the "
+                "weights at some steps can write anything in the Compare tab (*Weights*).")
+    with gr.Row(equal_height=False, elem_id="rewind-controls"):
         rewind = gr.Slider(steps[0], last, last, step=steps[1] - steps[0] if len(steps) > 1 else 1,
-                           label="Training step", elem_id="rewind-step", scale=5)
-        play = gr.Button("▶ Play", elem_id="rewind-play", scale=1, min_width=90)
+                           label="Training step", elem_id="rewind-step", scale=5, min_width=160)
+        play = gr.Button("▶ Play", elem_id="rewind-play", scale=1, min_width=80)
+        pause = gr.Button("❚❚ Pause", elem_id="rewind-pause", scale=1, min_width=80)
     cards = gr.HTML(rewind_html(found, last, ladder), elem_id="rewind")
+    with gr.Row(elem_id="training-plots"):
+        plots = [gr.HTML(drawn, elem_id=f"{split}-plot", min_width=0)
+                 for drawn, (split, _) in zip(plots_html(curves, last), PLOTS, strict=True)]
 
     def show(step):
         step = int(step)
-        return rewind_html(found, step, ladder), marked(curves, "val", step), marked(curves, "train", step)
+        return rewind_html(found, step, ladder), *plots_html(curves, step)
 
-    def walk():
-        for step in steps:
+    def walk(at):
+        """From the step shown (from the start if that is the last), one evaluation every PLAY_DELAY."""
+        start = next((i for i, step in enumerate(steps) if step > at), 0) if at < last else 0
+        for step in steps[start:]:
             yield step
             time.sleep(PLAY_DELAY)
 
     rewind.change(show, rewind, [cards, *plots], api_visibility="private", show_progress="hidden")
     # No limit: it only sleeps between steps, so one visitor's Play must not make the others' wait.
-    play.click(walk, None, rewind, api_visibility="private", show_progress="hidden", concurrency_limit=None)
+    playing = play.click(walk, rewind, rewind, api_visibility="private", show_progress="hidden",
+                         concurrency_limit=None)
+    pause.click(None, cancels=[playing], api_visibility="private", queue=False)
     published = report.published_for(context.summary and context.summary.corpus.name)
-    gr.Markdown(report.table(context.rows, published, ladder) if context.rows else "_No training results found._",
-                elem_id="results")
+    gr.Markdown("### Results\n" + (report.table(context.rows, published, ladder) if context.rows else
+                                    "_No training results found._"), elem_id="results")
     if context.rows and (others := beside(context)):
         gr.Markdown("### Beside the other ladders\nThe same eight ideas and the same recipe on other texts (their "
                     "results are committed in the repository), and the lecture's published ladder on Tiny "
