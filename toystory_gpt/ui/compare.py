@@ -39,6 +39,11 @@ CSS = """
 .card textarea { font-family: var(--font-mono) !important; font-size: 0.85rem !important;
                  line-height: 1.35 !important; }
 #notice { border-left: 4px solid var(--color-accent); padding: 0.2rem 0.8rem; }
+/* On a phone the cards stack: shorter boxes, and the ideas (folded in the header) left out, bring card 8 closer */
+@media (max-width: 640px) {
+  .card .idea { display: none; }
+  .card textarea { height: 9.5rem !important; }
+}
 """
 
 
