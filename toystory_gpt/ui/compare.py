@@ -190,8 +190,7 @@ def build(context) -> None:
     event = gr.on(starts, write,
                   inputs=[chosen, prompt, length, temperature, top_k, seed, step],
                   outputs=texts, api_visibility="private", preprocess=False,  # api.GenerateRequest checks raw input
-                  show_progress="minimal", concurrency_limit=service.engine.capacity,
-                  concurrency_id=endpoints.GENERATING)
+                  show_progress="minimal", concurrency_limit=service.engine.capacity)
     # Written or stopped, the line under the buttons says how far it got (cleared, in the page, at each start).
     gr.on(starts, None, None, status, js="() => ''", api_visibility="private", queue=False)
     event.then(lambda chosen, length, *texts: run_status(ladder.numbers, chosen, length, texts),

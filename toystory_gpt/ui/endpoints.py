@@ -17,8 +17,6 @@ import gradio as gr
 
 from .. import analysis, api
 
-# The Compare tab's Generate and /generate: one group, so that together they run at most the engine's capacity.
-GENERATING = "generate"
 UPDATE_INTERVAL = 0.05  # seconds between screen updates while streaming: 20 a second looks live and stays light
 
 
@@ -122,8 +120,9 @@ def typed(fn: Callable) -> Callable:
 
 def register(service: api.Service) -> None:
     """Every API endpoint of the app; call inside the app's Blocks."""
-    # Every visitor's generation at once: the engine batches them, and an async handler holds no thread.
-    gr.api(typed(generate(service)), api_name="generate", concurrency_limit=service.engine.capacity,
-           concurrency_id=GENERATING)
+    # Every visitor's generation at once: the engine batches them, and an async handler holds no thread. Not one
+    # concurrency group with the Compare tab's Generate: Gradio then leaves a page's event pending after Stop
+    # ends it while it is being checked (tests/test_browser.py); each has the engine's capacity.
+    gr.api(typed(generate(service)), api_name="generate", concurrency_limit=service.engine.capacity)
     for view in views(service):
         gr.api(typed(view), api_name=view.__name__)
