@@ -192,9 +192,10 @@ def build(context) -> None:
                   outputs=texts, api_visibility="private", preprocess=False,  # api.GenerateRequest checks raw input
                   show_progress="minimal", concurrency_limit=service.engine.capacity)
     # Written or stopped, the line under the buttons says how far it got (cleared, in the page, at each start).
+    # On success only: chained with .then, a request stopped while still being checked left the cards pending.
     gr.on(starts, None, None, status, js="() => ''", api_visibility="private", queue=False)
-    event.then(lambda chosen, length, *texts: run_status(ladder.numbers, chosen, length, texts),
-               [chosen, length, *texts], status, api_visibility="private", queue=False, show_progress="hidden")
+    event.success(lambda chosen, length, *texts: run_status(ladder.numbers, chosen, length, texts),
+                  [chosen, length, *texts], status, api_visibility="private", queue=False, show_progress="hidden")
     # Stop ends the page's generations on the server, running or still being checked (see endpoints.stop); the
     # cancel after it is Gradio's, for a request still waiting in Gradio's own queue, where no handler runs yet.
     stop.click(endpoints.stop(service), queue=False, api_visibility="private").then(None, cancels=[event])
