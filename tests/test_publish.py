@@ -31,8 +31,7 @@ HAZARDS = ["data/cache/toy-story-1995-screenplay.txt", ".venv/lib/python3.11/sit
            "weights/.checkpoints/milestone8/state.json", "weights/.milestone8.tmp-123/model.safetensors",
            "weights/.milestone8.old-123/config.json"]
 JUNK = ["toystory_gpt/__pycache__/publish.cpython-311.pyc", "weights/milestone8/.DS_Store"]  # harmless, not needed
-APP_NEEDS = ["app.py", "requirements.txt", "README.md", "LICENSE", "docs/screenshot.png", "docs/inside.png",
-             "docs/inside-phone.png",
+APP_NEEDS = ["app.py", "requirements.txt", "README.md", "LICENSE", "docs/screenshot.png",
              "weights/README.md", "weights/results.json",
              *(f"weights/{folder}/{name}" for folder in
                [*(f"milestone{n}" for n in range(1, 9)), "ablation-deep-no-residual"]

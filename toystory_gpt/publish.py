@@ -34,8 +34,9 @@ from . import corpus, hub, weights
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # What the Space runs: app.py, the package it imports (``*`` spans subfolders) and the weights it serves.
-# train.py, tests/ and benchmarks/ are left out: a CPU Space only serves, and every file sent is one more to check.
-SPACE_CODE = ["app.py", "toystory_gpt/*.py", "requirements.txt", "README.md", "LICENSE", "docs/*.png"]
+# train.py, tests/, benchmarks/ and docs/ are left out: a Space only serves, and every file sent is one more to
+# check; its page shows README.md, whose one image is the screenshot.
+SPACE_CODE = ["app.py", "toystory_gpt/*.py", "requirements.txt", "README.md", "LICENSE", "docs/screenshot.png"]
 SPACE_WEIGHTS = ["weights/*"]
 # Hidden entries are never the project's: training's .checkpoints/ and its half-written or replaced
 # folders (.milestoneN.tmp-PID, .milestoneN.old-PID), virtualenvs, editor and tool files.
