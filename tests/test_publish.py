@@ -361,7 +361,7 @@ def test_broken_weights_are_refused(checkout, capsys, hub_calls):
 
 
 # The app's tabs, in order, as the Space shows them: a new tab joins this list.
-TABS = ["Compare", "Inside", "Training", "About"]
+TABS = ["Compare", "Inside", "Your text", "Training", "About"]
 
 
 @pytest.mark.slow  # starts the app in a subprocess

@@ -10,10 +10,9 @@ import torch
 from gradio_client.exceptions import AppError
 from safetensors.torch import load_file
 
-import train
 from tests.conftest import TEST_VOCAB, small_model
 from toystory_gpt import __main__ as cli
-from toystory_gpt import api, weights
+from toystory_gpt import api, ladder_run, weights
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.pool import generate
 from toystory_gpt.tokenizer import CharTokenizer
@@ -60,7 +59,7 @@ def test_every_evaluation_recorded_a_sample_ending_on_the_final_one(quick_weight
     for m in LADDER:
         record = weights.read_record(quick_weights / m.folder)
         assert [p.step for p in record.history] == [0, 10, 20, 30]
-        assert all(len(p.sample) == train.RECORD_LENGTH for p in record.history)
+        assert all(len(p.sample) == ladder_run.RECORD_LENGTH for p in record.history)
         # At the best step the model had its final weights: its recorded sample starts the final sample.
         best = next(p for p in record.history if p.step == record.best_step)
         final = (quick_weights / m.folder / f"{m.folder}.txt").read_text(encoding="utf-8")
@@ -130,6 +129,6 @@ def test_generating_from_a_snapshot_is_the_same_everywhere(quick_weights, servic
 
 def test_default_jobs_follow_the_cores(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert train.default_jobs(torch.device("cpu"), 9) == 4
-    assert train.default_jobs(torch.device("cpu"), 1) == 1  # one model: trained in this process
-    assert train.default_jobs(torch.device("cuda"), 9) == 1
+    assert ladder_run.default_jobs(torch.device("cpu"), 9) == 4
+    assert ladder_run.default_jobs(torch.device("cpu"), 1) == 1  # one model: trained in this process
+    assert ladder_run.default_jobs(torch.device("cuda"), 9) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TEST_VOCAB, small_model
-from toystory_gpt import weights
+from toystory_gpt import ladder_run, weights
 from toystory_gpt.decoding import torch_decoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoding
@@ -87,13 +87,11 @@ def test_empty_prompt_and_unknown_characters():
 
 def test_committed_samples_are_what_generate_gives_for_their_seed():
     """Every committed weights/*/*.txt ends with the sample train.py wrote for seed 1337; generate still gives it."""
-    import train
-
     committed = Path(__file__).resolve().parent.parent / "weights"
     for milestone in LADDER.models:
         saved = weights.load(committed / milestone.folder, milestone)
         prompt = saved.record.corpus.presentation.sample_prompt
-        text = generate(saved.model, saved.tokenizer, prompt, train.SAMPLE_LENGTH, train.SAMPLE_TEMPERATURE,
+        text = generate(saved.model, saved.tokenizer, prompt, ladder_run.SAMPLE_LENGTH, ladder_run.SAMPLE_TEMPERATURE,
                         seed=saved.record.seed, decoding=torch_decoding(saved.model))
         sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
         assert sample.endswith(prompt + text + "\n"), milestone.folder

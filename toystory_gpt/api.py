@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from . import analysis
+from . import analysis, corpus, training_job
 from .milestones import ABLATION, LADDER, Ladder
 from .request import (  # the request models and their limits, re-exported: callers of the API find them here
     DEFAULT_LENGTH,
@@ -39,9 +42,11 @@ from .request import (  # the request models and their limits, re-exported: call
     LensRequest,
     NextCharsRequest,
     TextRequest,
+    TrainRequest,
     shown,
 )
 from .serving import Engine, Generation, GenerationError, Models
+from .serving.visitor_ladders import Full, Unknown, VisitorLadders
 from .tokenizer import distinct
 from .weights import WeightsError
 
@@ -84,7 +89,34 @@ class GenerateAnswer(BaseModel):
         return next((w.text for w in self.texts if w.milestone == number), "")
 
 
+# ------------------------------------------------------------------------------------------------ /train's answer
+
+class TrainingUpdate(BaseModel):
+    """One update of ``/train``: where the training stands; the last one names the trained ladder."""
+    plan: str                      # the plan in words (Markdown): recipe, steps, where it runs, its cost
+    milestone: int | None = None   # the model training now
+    step: int = 0
+    steps: int = 0
+    done: float = 0.0              # of the whole plan's work, 0 to 1
+    elapsed: float = 0.0           # seconds
+    seconds_left: float | None = None
+    evaluation: dict | None = None  # {step, train_loss, val_loss, elapsed, sample} made at this step
+    saved: bool = False            # this milestone's weights are saved
+    ladder: str | None = None      # the last update: the ladder's name, for ``ladder`` on /generate and the views
+
+
+# A visitor's ladder serves one page: a small engine, a thread and a few rows.
+VISITOR_CAPACITY = 8
+
+
 # ------------------------------------------------------------------------------------------------ the service
+
+def _routed(method):
+    """The method answered by the ladder the request names (``Service.on``)."""
+    @functools.wraps(method)
+    def routed(self, request, *args, **kwargs):
+        return method(self.on(getattr(request, "ladder", None)), request, *args, **kwargs)
+    return routed
 
 @dataclass(eq=False)
 class Visit:
@@ -99,21 +131,101 @@ class Visit:
 
 class Service:
     """Answers every request, against the milestones that loaded (and the ladder they were loaded from), through
-    one engine."""
+    one engine; and, with ``trainings``, trains visitors' ladders and answers the requests that name one (each
+    served by a Service of its own)."""
 
-    def __init__(self, models: Models, engine: Engine | None = None):
+    def __init__(self, models: Models, engine: Engine | None = None,
+                 trainings: training_job.Trainings | None = None):
         self.models = models
         self.ladder: Ladder = models.ladder
         self.engine = engine or Engine(models)
         self.streaming = 0  # streams open now (they all run on one event loop: no lock needed)
         self._visits: list[Visit] = []  # held now; changed on the event loop only
+        self.trainings = trainings
+        self.ladders: VisitorLadders[Service] | None = None if trainings is None else \
+            VisitorLadders(Service.visitor, Service.close)
 
     @classmethod
-    def from_folder(cls, weights_dir: Path, ladder: Ladder = LADDER) -> Service:
-        return cls(Models.from_folder(weights_dir, ladder))
+    def from_folder(cls, weights_dir: Path, ladder: Ladder = LADDER,
+                    trainings: training_job.Trainings | None = None) -> Service:
+        """The weights in ``weights_dir``, and visitors' ladders trained with ``trainings`` (default: this
+        machine's)."""
+        return cls(Models.from_folder(weights_dir, ladder), trainings=trainings or training_job.Trainings())
+
+    @classmethod
+    def visitor(cls, folder: Path) -> Service:
+        """A visitor's ladder, ready: a small engine of its own, every decoding exported."""
+        models = Models.from_folder(folder)
+        service = cls(models, Engine(models, threads=1, capacity=VISITOR_CAPACITY))
+        service.engine.warm_up()
+        return service
 
     def close(self) -> None:
+        if self.trainings is not None and (running := self.trainings.running) is not None:
+            running.stop()
+        if self.ladders is not None:
+            self.ladders.close()
         self.engine.close()
+
+    def on(self, ladder: str | None) -> Service:
+        """What answers requests for ``ladder``: this service for None (or when this one is a visitor's ladder);
+        InvalidRequest if no visitor's ladder has that name (now)."""
+        if ladder is None or self.ladders is None:
+            return self
+        try:
+            return self.ladders.get(ladder).served
+        except Unknown:
+            raise InvalidRequest(f"No ladder named {shown(ladder)} here: a visitor's ladder is kept while its page "
+                                 f"is open and at most {self.ladders.ttl / 60:.0f} min after its last use. Train it "
+                                 f"again (the Your text tab, or /train).") from None
+
+    # ---- a visitor's ladder, trained
+    def start_training(self, text: corpus.Corpus, milestones: Sequence[int],
+                       owner: str | None = None) -> training_job.Training:
+        """Start training ``milestones`` on ``text`` for ``owner``'s page; InvalidRequest (before anything starts)
+        if the text is too short for the recipe, no ladder more can be kept, or another training is running."""
+        if self.trainings is None:
+            raise InvalidRequest("This server trains no visitor's ladder.")
+        try:
+            plan = self.trainings.plan(text, milestones)
+            self.ladders.room()
+            return self.trainings.start(text, plan, tempfile.mkdtemp(prefix="toystory-ladder-"), owner)
+        except (corpus.CorpusError, Full, training_job.Busy) as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    def text_of(self, request: TrainRequest) -> corpus.Corpus:
+        """The request's text with every check of ``train.py --text`` (InvalidRequest says what is wrong)."""
+        with tempfile.TemporaryDirectory(prefix="toystory-text-") as folder:
+            path = Path(folder) / "your-text.txt"
+            path.write_text(request.text, encoding="utf-8")
+            try:
+                return training_job.read_text(path, "your text")
+            except corpus.CorpusError as exc:
+                raise InvalidRequest(str(exc)) from None
+
+    async def train(self, training: training_job.Training, owner: str | None) -> AsyncIterator[TrainingUpdate]:
+        """``training``'s progress as it comes, then the ladder, loaded and kept for ``owner``'s page: the last
+        update names it. Closing the iterator early (Stop, a closed tab) stops the training and frees all it held."""
+        plan = training.job.plan.describe()
+        updates = training.updates()
+        try:
+            yield TrainingUpdate(plan=plan, seconds_left=training.job.plan.seconds)
+            while (update := await asyncio.to_thread(next, updates, None)) is not None:
+                left = update.elapsed * (1 - update.done) / update.done if update.done > 0 else None
+                yield TrainingUpdate(plan=plan, milestone=update.milestone, step=update.step, steps=update.steps,
+                                     done=update.done, elapsed=update.elapsed, seconds_left=left,
+                                     evaluation=vars(update.evaluation) if update.evaluation else None,
+                                     saved=update.saved)
+            if training.finished:
+                kept = await asyncio.to_thread(self.ladders.add, training.job.out, owner)
+                yield TrainingUpdate(plan=plan, done=1.0, ladder=kept.name)
+        except training_job.Failed as exc:
+            raise InvalidRequest(f"The training failed ({exc}).") from None
+        except Full as exc:  # another page's ladder took the last room while this one trained
+            shutil.rmtree(training.job.out, ignore_errors=True)
+            raise InvalidRequest(str(exc)) from None
+        finally:
+            training.stop()
 
     def parse(self, model: type[RequestModel], **inputs) -> RequestModel:
         """A request of ``model`` from raw inputs, milestone numbers checked against the served ladder."""
@@ -128,6 +240,7 @@ class Service:
                 raise InvalidRequest(f"Milestone {self.ladder.by_key(key).label} is unavailable: "
                                      f"{self.models.unavailable_reason(key)}.")
 
+    @_routed
     def check(self, request: GenerateRequest) -> GenerateRequest:
         """``request`` if every chosen milestone is loaded (and kept weights at its ``step``); else InvalidRequest."""
         self._loaded(request.milestones)
@@ -148,11 +261,13 @@ class Service:
     def generate_request(self, **inputs) -> GenerateRequest:
         return self.check(self.parse(GenerateRequest, **inputs))
 
+    @_routed
     def dropped(self, request: GenerateRequest) -> str:
         """The prompt's characters that some chosen milestone's vocabulary lacks (they are left out)."""
         return distinct("".join(self.models.saved[n].tokenizer.encode(request.prompt).dropped
                                 for n in request.milestones))
 
+    @_routed
     def submit(self, request: GenerateRequest) -> Generation:
         return self.engine.submit(request)
 
@@ -185,6 +300,7 @@ class Service:
                 visit.generation.cancel()  # a stream never iterated to its end must not go on writing
             visit.ended.set()
 
+    @_routed
     async def stream(self, request: GenerateRequest, interval: float,
                      visit: Visit | None = None) -> AsyncIterator[GenerateAnswer]:
         """The texts as they grow, at most one update per ``interval`` seconds (less often while many stream: every
@@ -217,6 +333,8 @@ class Service:
         """Stop every generation ``owner`` (one visitor's page) holds, whether its inputs are still being checked,
         it waits for a row or it is being written, and wait, at most ``timeout`` seconds, until each has sent its
         last update and ended; returns how many there were."""
+        if self.ladders is not None:  # and its generations on the visitor's ladder
+            await asyncio.gather(*(kept.served.stop(owner, timeout) for kept in self.ladders.all()))
         visits = [v for v in self._visits if v.owner == owner]
         for visit in visits:
             visit.stopped = True
@@ -230,6 +348,7 @@ class Service:
         return len(visits)
 
     # ---- the Inside views: single forward passes over the same loaded models
+    @_routed
     def read(self, request: TextRequest | AttentionRequest | LensRequest | InsideRequest, temperature: float = 0.0,
              top_k: int = 0, beside: Sequence[int | str] = ()) -> analysis.Request:
         """What the chosen (loaded) milestones read of the request's text (sampling knobs for the bars): the
@@ -239,23 +358,28 @@ class Service:
             return analysis.reading(self.models.readable, request.text, request.milestones, temperature, top_k,
                                     beside)
 
+    @_routed
     def surprise(self, request: TextRequest) -> analysis.SurpriseAnswer:
         with answerable():
             return analysis.surprise(self.models.saved, self.read(request))
 
+    @_routed
     def next_chars(self, request: NextCharsRequest) -> analysis.NextCharsAnswer:
         with answerable():
             return analysis.next_chars(self.models.saved, self.read(request, request.temperature, request.top_k),
                                        request.k, request.position)
 
+    @_routed
     def attention(self, request: AttentionRequest) -> analysis.AttentionAnswer:
         with answerable():
             return analysis.attention(self.models.saved, self.read(request), request.position)
 
+    @_routed
     def logit_lens(self, request: LensRequest) -> analysis.LensAnswer:
         with answerable():
             return analysis.logit_lens(self.models.readable, self.read(request), self.ladder)
 
+    @_routed
     def inside(self, request: InsideRequest) -> analysis.Reading:
         """The Inside tab's rows: the surprise of every chosen model and, for the gain rows, of the loaded model
         below each; the lens of every chosen deep one, if asked."""
@@ -288,4 +412,4 @@ def answerable():
 __all__ = ["DEFAULT_LENGTH", "DEFAULT_PROMPT", "DEFAULT_TEMPERATURE", "FINAL", "MAX_LENGTH", "MAX_PROMPT", "MAX_SEED",
            "MAX_STEP", "MAX_TEMPERATURE", "MAX_TEXT", "MAX_TOP_K", "AttentionRequest", "GenerateAnswer",
            "GenerateRequest", "GenerationError", "InsideRequest", "InvalidRequest", "LensRequest", "NextCharsRequest",
-           "Service", "TextRequest", "Visit", "Written", "shown"]
+           "Service", "TextRequest", "TrainRequest", "TrainingUpdate", "Visit", "Written", "shown"]

@@ -30,6 +30,8 @@ MAX_TOP_K = 100         # above the vocabulary size, top-k keeps everything, as 
 MAX_SEED = 2**32 - 1
 MAX_STEP = 10**9
 MAX_TEXT = MAX_PROMPT   # characters an Inside view reads: what one page of rows can show
+# Bytes of a text a visitor's ladder trains on (UTF-8; as many characters at most): Tiny Shakespeare (1.1 MB) fits.
+MAX_TRAINING_TEXT = 2_000_000
 
 DEFAULT_PROMPT = "WOODY:"
 DEFAULT_LENGTH = 300
@@ -165,6 +167,22 @@ def text_type(limit: int, required: bool) -> Any:
 
 Prompt = text_type(MAX_PROMPT, required=False)
 Text = text_type(MAX_TEXT, required=True)  # unlike a prompt, a text to read cannot be left out
+TrainingText = text_type(MAX_TRAINING_TEXT, required=True)
+
+MAX_LADDER_NAME = 64    # a visitor ladder's name is 22 characters; anything much longer is not one
+
+
+def _ladder_name(value) -> str | None:
+    if value is None or value == "":  # Gradio sends an empty text for "none"
+        return None
+    if not isinstance(value, str) or len(value) > MAX_LADDER_NAME:
+        raise _refused(f"ladder must be the name of a visitor's ladder (/train's last update gives it), "
+                       f"got {shown(value)}")
+    return value
+
+
+# A visitor's ladder (the name /train's last update gives); None: the served one.
+LadderName = Annotated[str | None, BeforeValidator(_ladder_name)]
 
 NO_MILESTONE = "Choose at least one milestone."
 
@@ -252,12 +270,14 @@ class GenerateRequest(_Request):
     top_k: TopK = 0
     seed: Seed = 0
     step: Step = None
+    ladder: LadderName = None
 
 
 class TextRequest(_Request):
     """``/surprise``: every chosen milestone's surprise at each character of ``text``."""
     text: Text
     milestones: Milestones
+    ladder: LadderName = None
 
 
 class NextCharsRequest(TextRequest):
@@ -273,6 +293,7 @@ class AttentionRequest(_Request):
     text: Text
     milestone: MilestoneNumber
     position: Slot = None  # as in NextCharsRequest
+    ladder: LadderName = None
 
     @property
     def milestones(self) -> tuple[int, ...]:
@@ -284,6 +305,7 @@ class LensRequest(_Request):
     blocks, the ablation included)."""
     text: Text
     milestone: MilestoneKey
+    ladder: LadderName = None
 
     @property
     def milestones(self) -> tuple[int | str, ...]:
@@ -299,7 +321,14 @@ class InsideRequest(_Request):
     lens: bool = False
     temperature: Temperature = DEFAULT_TEMPERATURE
     top_k: TopK = 0
+    ladder: LadderName = None
+
+
+class TrainRequest(_Request):
+    """``/train``: the chosen milestones trained on ``text`` (checked as ``train.py --text`` checks a file)."""
+    text: TrainingText
+    milestones: Milestones
 
 
 __all__ = ["AttentionRequest", "FINAL", "GenerateRequest", "InsideRequest", "InvalidRequest", "LensRequest",
-           "NextCharsRequest", "TextRequest", "shown"]
+           "NextCharsRequest", "TextRequest", "TrainRequest", "shown"]

@@ -157,11 +157,13 @@ class Trainer:
         self.val_data = val_data
 
     def run(self, desc: str = "training", checkpoint_dir: Path | None = None,
-            sample: Callable[[torch.nn.Module], str] | None = None) -> TrainResult:
+            sample: Callable[[torch.nn.Module], str] | None = None,
+            progress: Callable[[int, Evaluation | None], None] | None = None) -> TrainResult:
         """Train; on return the model holds its best-by-validation weights.
         Ctrl-C stops early, keeping the best so far. ``sample(model)``, if given, is called at every evaluation
         (in eval mode, every RNG state restored after it, so training goes exactly as without it) and what it
-        returns is recorded with that evaluation."""
+        returns is recorded with that evaluation. ``progress(step, evaluation)``, if given, is called after the
+        first evaluation and every step, with the evaluation made at that step (else None)."""
         cfg, model = self.cfg, self.model
         generator = torch.Generator().manual_seed(cfg.seed)
         batches = BatchSampler(self.train_data, cfg.batch_size, cfg.block_size, generator)
@@ -176,6 +178,8 @@ class Trainer:
             state = TrainState(step=0, best_val=val, best_step=0, since_best=0, elapsed=0.0,
                                history=[Evaluation(0, None, val, 0.0, _unobtrusively(model, sample))])
             best_state, snapshots = copy.deepcopy(model.state_dict()), {}
+        if progress is not None:
+            progress(state.step, state.history[-1])
         start = time.perf_counter() - state.elapsed
         running, running_n, interrupted = 0.0, 0, False
         model.train()
@@ -188,6 +192,7 @@ class Trainer:
                 state.step += 1
                 running_n += 1
                 bar.update(1)
+                evaluation = None
                 if state.step % cfg.eval_interval == 0 or state.step == cfg.max_steps:
                     val = evaluate(model, self.val_data, cfg.block_size)
                     state.elapsed = time.perf_counter() - start
@@ -205,6 +210,9 @@ class Trainer:
                                     best=f"{state.best_val:.3f}")
                     if checkpoint_dir is not None:
                         self._save(checkpoint_dir, state, best_state, snapshots, optimizer, generator)
+                    evaluation = state.history[-1]
+                if progress is not None:
+                    progress(state.step, evaluation)
         except KeyboardInterrupt:
             interrupted = True
         finally:

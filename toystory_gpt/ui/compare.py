@@ -8,7 +8,7 @@ import math
 import gradio as gr
 
 from .. import api, hub, report
-from . import endpoints
+from . import endpoints, your_text
 
 TITLE = "Compare"
 
@@ -129,9 +129,10 @@ def build(context) -> None:
     available = sorted(models.saved)
     generate = endpoints.generate(service)
 
-    async def write(chosen, prompt, length, temperature, top_k, seed, step, visitor: gr.Request):
+    async def write(chosen, prompt, length, temperature, top_k, seed, step, ladder_name, visitor: gr.Request):
         """/generate's answers, as one text per card: the ladder's, in order ("" where not chosen)."""
-        async for answer in generate(chosen, prompt, length, temperature, top_k, seed, step, visitor):
+        async for answer in generate(chosen, prompt, length, temperature, top_k, seed, step,
+                                     your_text.ladder_of(ladder_name), visitor):
             yield [answer.text(n) for n in ladder.numbers]
 
     def show_cards(chosen):
@@ -139,6 +140,7 @@ def build(context) -> None:
 
     with gr.Row(equal_height=False, elem_id="compare-layout"):
         with gr.Column(min_width=0, elem_id="compare-controls"):
+            ladder_switch = your_text.switch(context)
             # No max_length: the browser would cut a longer paste without a word; the server says the limit.
             prompt = gr.Textbox(context.presentation.default_prompt, label="Prompt", lines=2, max_lines=6,
                                 elem_id="prompt",
@@ -188,7 +190,7 @@ def build(context) -> None:
     # The same as /generate (registered with every endpoint in ``endpoints``), one text per card.
     starts = [button.click, prompt.submit]
     event = gr.on(starts, write,
-                  inputs=[chosen, prompt, length, temperature, top_k, seed, step],
+                  inputs=[chosen, prompt, length, temperature, top_k, seed, step, ladder_switch],
                   outputs=texts, api_visibility="private", preprocess=False,  # api.GenerateRequest checks raw input
                   show_progress="minimal", concurrency_limit=service.engine.capacity)
     # Written or stopped, the line under the buttons says how far it got (cleared, in the page, at each start).
@@ -200,7 +202,26 @@ def build(context) -> None:
     # cancel after it is Gradio's, for a request still waiting in Gradio's own queue, where no handler runs yet.
     stop.click(endpoints.stop(service), queue=False, api_visibility="private").then(None, cancels=[event])
     chosen.change(show_cards, chosen, cards, api_visibility="private", queue=False)
-    shown = [models.saved[n] for n in available]
-    step.change(lambda at: [card_markdown(saved, None if at == api.FINAL else int(at)) for saved in shown], step,
-                stats, api_visibility="private", queue=False, show_progress="hidden")
+
+    def card_stats(at, ladder_name):
+        """Each card's line for the weights it writes with: the app's ladder's, or the visitor's (where they
+        trained that milestone)."""
+        with endpoints.answered():
+            saved = service.on(your_text.ladder_of(ladder_name)).models.saved
+        return [card_markdown(saved[n], None if at == api.FINAL else int(at)) if n in saved else ""
+                for n in available]
+
+    def switched(ladder_name):
+        """The app's ladder or the visitor's: its milestones chosen, its prompt, its snapshots and its cards."""
+        with endpoints.answered():
+            shown = service.on(your_text.ladder_of(ladder_name)).models
+        steps = [("final (each one's best)", api.FINAL), *((f"as at step {s:,}", s) for s in shown.snapshot_steps())]
+        presentation = next(iter(shown.saved.values())).record.corpus.presentation if shown.saved else None
+        return (gr.CheckboxGroup(value=sorted(shown.saved)),
+                presentation.default_prompt if presentation else gr.skip(),
+                gr.Dropdown(choices=steps, value=api.FINAL), *card_stats(api.FINAL, ladder_name))
+
+    step.change(card_stats, [step, ladder_switch], stats, api_visibility="private", queue=False,
+                show_progress="hidden")
+    ladder_switch.change(switched, ladder_switch, [chosen, prompt, step, *stats], api_visibility="private")
     context.shared.update(prompt=prompt, texts=texts)

@@ -1,5 +1,6 @@
-"""The app's API endpoints, all registered here (``register``): ``/generate``, and the Inside views
-``/surprise``, ``/next_chars``, ``/attention`` and ``/logit_lens``. Each builds its request model from the raw
+"""The app's API endpoints, all registered here (``register``): ``/generate``, the Inside views
+``/surprise``, ``/next_chars``, ``/attention`` and ``/logit_lens``, and ``/train`` (a visitor's ladder, which
+the others then serve when their ``ladder`` input names it). Each builds its request model from the raw
 inputs and asks the one ``api.Service``; its answer is that service's typed answer, whose shape the API page and
 ``/gradio_api/info`` show. A bad request becomes the message Gradio shows (or sends to an API client) in place of a
 traceback. The tabs' own events are private: removing a tab removes no endpoint."""
@@ -43,10 +44,11 @@ def generate(service: api.Service):
 
     async def generate(milestones: list[int], prompt: str = api.DEFAULT_PROMPT, length: int = api.DEFAULT_LENGTH,
                        temperature: float = api.DEFAULT_TEMPERATURE, top_k: int = 0, seed: int = 0,
-                       step: int | str = api.FINAL,
+                       step: int | str = api.FINAL, ladder: str | None = None,
                        visitor: gr.Request | None = None) -> AsyncIterator[api.GenerateAnswer]:
         """Continue the prompt with each chosen milestone, with its final weights or as it was at training step
-        ``step``; the chosen milestones' texts in ladder order, and the prompt's characters left out."""
+        ``step``, of the app's ladder or a visitor's ``ladder`` (/train's last update names it); the chosen
+        milestones' texts in ladder order, and the prompt's characters left out."""
         owner = visitor.session_hash if visitor is not None else None
         address = getattr(getattr(visitor, "client", None), "host", None)  # behind a proxy: the proxy's
         # The visitor's share is held from here, so that Stop ends the request even while it is being checked.
@@ -54,7 +56,7 @@ def generate(service: api.Service):
             # In a thread: a snapshot's first request loads it from disk, and the event loop serves every stream.
             request = await asyncio.to_thread(service.generate_request, milestones=milestones, prompt=prompt,
                                               length=length, temperature=temperature, top_k=top_k, seed=seed,
-                                              step=step)
+                                              step=step, ladder=ladder)
             if dropped := service.dropped(request):
                 gr.Warning(f"Left out characters the models have never seen: "
                            f"{html.escape(shown_characters(dropped))}")
@@ -81,31 +83,51 @@ def stop(service: api.Service):
 def views(service: api.Service) -> list[Callable]:
     """The Inside views as plain-JSON endpoints, /surprise, /next_chars, /attention and /logit_lens."""
 
-    def surprise(text: str, milestones: list[int]) -> analysis.SurpriseAnswer:
+    def surprise(text: str, milestones: list[int], ladder: str | None = None) -> analysis.SurpriseAnswer:
         """Bits of surprise at each character of text (read from the start of a line), per milestone."""
         with answered():
-            return service.surprise(service.parse(api.TextRequest, text=text, milestones=milestones))
+            return service.surprise(service.parse(api.TextRequest, text=text, milestones=milestones, ladder=ladder))
 
     def next_chars(text: str, milestones: list[int], temperature: float = api.DEFAULT_TEMPERATURE, top_k: int = 0,
-                   k: int = 5, position: int | None = None) -> analysis.NextCharsAnswer:
+                   k: int = 5, position: int | None = None, ladder: str | None = None) -> analysis.NextCharsAnswer:
         """The k likeliest next characters per milestone, raw and as sampled, at a position (default: the end)."""
         with answered():
             return service.next_chars(service.parse(api.NextCharsRequest, text=text, milestones=milestones,
-                                                    temperature=temperature, top_k=top_k, k=k, position=position))
+                                                    temperature=temperature, top_k=top_k, k=k, position=position,
+                                                    ladder=ladder))
 
-    def attention(text: str, milestone: int, position: int | None = None) -> analysis.AttentionAnswer:
+    def attention(text: str, milestone: int, position: int | None = None,
+                  ladder: str | None = None) -> analysis.AttentionAnswer:
         """Attention weights (layers, heads, T, T) over the context of a position (default: the end)."""
         with answered():
             return service.attention(service.parse(api.AttentionRequest, text=text, milestone=milestone,
-                                                   position=position))
+                                                   position=position, ladder=ladder))
 
-    def logit_lens(text: str, milestone: int | str) -> analysis.LensAnswer:
+    def logit_lens(text: str, milestone: int | str, ladder: str | None = None) -> analysis.LensAnswer:
         """A deep model's bits at each character read after each block (0: the embeddings); milestone: a number
         or "ablation"."""
         with answered():
-            return service.logit_lens(service.parse(api.LensRequest, text=text, milestone=milestone))
+            return service.logit_lens(service.parse(api.LensRequest, text=text, milestone=milestone, ladder=ladder))
 
     return [surprise, next_chars, attention, logit_lens]
+
+
+def train(service: api.Service):
+    """The ``/train`` handler: a visitor's ladder trained on a text, its progress streamed."""
+
+    async def train(text: str, milestones: list[int], visitor: gr.Request) -> AsyncIterator[api.TrainingUpdate]:
+        """Train the chosen milestones on text (the checks of `train.py --text`, and at most 2 MB); streams the
+        training's progress; the last update's "ladder" is the name to pass as `ladder` to /generate, /surprise,
+        /logit_lens... It is kept while this client's session lasts, at most an hour after its last use."""
+        owner = visitor.session_hash
+        with answered():
+            request = service.parse(api.TrainRequest, text=text, milestones=milestones)
+            corpus = await asyncio.to_thread(service.text_of, request)
+            running = service.start_training(corpus, request.milestones, owner)
+            async for update in service.train(running, owner):
+                yield update
+
+    return train
 
 
 def typed(fn: Callable) -> Callable:
@@ -126,3 +148,5 @@ def register(service: api.Service) -> None:
     gr.api(typed(generate(service)), api_name="generate", concurrency_limit=service.engine.capacity)
     for view in views(service):
         gr.api(typed(view), api_name=view.__name__)
+    # Not limited here: Service.start_training refuses a second training while one runs.
+    gr.api(typed(train(service)), api_name="train", concurrency_limit=None)

@@ -16,7 +16,7 @@ import gradio as gr
 
 from .. import analysis, api
 from ..milestones import ABLATION
-from . import endpoints
+from . import endpoints, your_text
 from . import inside_view as view
 from .endpoints import shown_characters
 
@@ -168,6 +168,8 @@ class Selection:
 def position_views(service: api.Service, selection: Selection, layer: str, head: str,
                    heat) -> tuple[str, str, str, str]:
     """Bars, attention rows, heatmap and lens at the selected slot: one forward pass per model, no rescoring."""
+    with endpoints.answered():
+        service = service.on(selection.request.ladder)  # the app's ladder, or the visitor's
     models, req, ladder = service.models.readable, selection.read, service.ladder
     slot, looks = service.look(req, selection.slot)
     heat_look = next((seen for seen in looks if seen.milestone == heat), None)
@@ -180,6 +182,7 @@ def read(service: api.Service, request: api.InsideRequest, reading: analysis.Rea
          shown: Selection | None = None):
     """The rows of what ``service.inside`` read for ``request``, and the views at the slot ``shown`` selected if it
     read the same text (rows turned on or off), else at the last character."""
+    service = service.on(request.ladder)  # the app's ladder, or the visitor's (``service.inside`` found it)
     req = reading.request
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
@@ -199,12 +202,12 @@ def build(context) -> None:
     layer_choices = [view.MEAN, *map(str, range(1, max((c.n_layer for c in configs), default=0) + 1))]
     head_choices = [view.MEAN, *map(str, range(1, max((c.n_head for c in configs), default=0) + 1))]
 
-    def look(text, chosen, gains, lens, temperature, top_k, layer, head, heat, shown=None):
-        """The tab's inputs as a request, read. One that cannot be read is said in a message beside the results,
-        which stay: an error would mark them all."""
+    def look(ladder_name, text, chosen, gains, lens, temperature, top_k, layer, head, heat, shown=None):
+        """The tab's inputs as a request, read (by the app's ladder or the visitor's). One that cannot be read is
+        said in a message beside the results, which stay: an error would mark them all."""
         try:
             request = service.parse(api.InsideRequest, text=text, milestones=chosen, gains=gains, lens=lens,
-                                    temperature=temperature, top_k=top_k)
+                                    temperature=temperature, top_k=top_k, ladder=ladder_name)
             reading = service.inside(request)
         except (api.InvalidRequest, analysis.Unanswerable) as exc:
             gr.Warning(html.escape(str(exc)))
@@ -230,6 +233,13 @@ def build(context) -> None:
         selection = knobs_set(selection, temperature, top_k)
         return selection, *position_views(service, selection, layer, head, heat)
 
+    def switched(ladder_name):
+        """The app's ladder or the visitor's: its models offered, and chosen but for the ablation."""
+        with endpoints.answered():
+            offered = service.on(your_text.ladder_of(ladder_name)).models.readable
+        return gr.CheckboxGroup(choices=[(offered[key].milestone.label, key) for key in offered],
+                                value=[key for key in offered if key != ABLATION])
+
     shown = [key for key in available if key != ABLATION]  # the ablation is there to be chosen, not by default
     heat_default = next((key for key in reversed(shown) if key in with_attention), None)
 
@@ -240,6 +250,7 @@ def build(context) -> None:
 
     with gr.Row(equal_height=False, elem_id="inside-layout"):
         with gr.Column(scale=1, min_width=240):
+            ladder_switch = your_text.switch(context)
             # No max_length: the browser would cut a longer paste without a word; the server says the limit.
             text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=3, max_lines=8, elem_id="inside-text",
                               info="Shift+Enter (or Look inside) scores it with every chosen model; Enter is a "
@@ -276,7 +287,7 @@ def build(context) -> None:
     state = gr.State()
     views = [bars, looks, heatmap, lens_cards]
     knobs = [temperature, top_k, layer, head, heat]
-    reading = [text, chosen, gains, lens, *knobs]
+    reading = [ladder_switch, text, chosen, gains, lens, *knobs]
     if available:
         gr.on(None, first_view, outputs=[rows, state, *views], api_visibility="private", show_progress="hidden")
     gr.on([button.click, text.submit, gains.change, lens.change], look, inputs=[*reading, state],
@@ -286,6 +297,8 @@ def build(context) -> None:
     gr.on([temperature.release, top_k.release, layer.change, head.change, heat.change], redraw,
           inputs=[state, *knobs], outputs=[state, *views], api_visibility="private", show_progress="hidden",
           trigger_mode="always_last")
+    ladder_switch.change(switched, ladder_switch, chosen, api_visibility="private").success(
+        look, inputs=reading, outputs=[rows, state, *views], api_visibility="private")
     if offered:
         use.click(generated, inputs=[context.shared["prompt"], *context.shared["texts"]], outputs=text,
                   api_visibility="private").success(look, inputs=reading, outputs=[rows, state, *views],

@@ -17,11 +17,11 @@ import gradio as gr
 from .. import api, corpus, report
 from ..milestones import LADDER, Ladder
 from ..record import Presentation, ResultRow, RunSummary
-from . import about, compare, endpoints, inside, training
+from . import about, compare, endpoints, inside, training, your_text
 
 log = logging.getLogger("toystory_gpt.app")
 
-TABS = (compare, inside, training, about)
+TABS = (compare, inside, your_text, training, about)
 # Visitors waiting for a free slot of the engine (its capacity are served at once): past this many, they are
 # told the app is busy instead of queueing for minutes.
 QUEUE_SIZE = 64
@@ -114,6 +114,7 @@ def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Lad
             with gr.Tab(tab.TITLE, elem_id=f"{tab.__name__.rsplit('.', 1)[-1]}-tab"):
                 tab.build(context)
         endpoints.register(service)
+        demo.unload(your_text.closed(service))
     demo.queue(max_size=QUEUE_SIZE)
     demo.max_threads = service.engine.capacity + VIEW_THREADS  # what ``launch`` passes on
     return demo
