@@ -7,6 +7,8 @@ own client) each asking for all eight milestones R times in a row, at the app's 
     python benchmarks/app.py --baseline ../baseline  # and the same load on another checkout's app, in this run
     python benchmarks/app.py --json                  # one JSON object instead of the table
     python benchmarks/app.py --users 1 --greedy      # and a visitor beside one client holding its fair share
+    python benchmarks/app.py --users 16 --training ../shared/data/tiny-shakespeare.txt   # each stage again while
+                                                     # a visitor's ladder trains on that text (the Your text tab)
 
 ``--baseline DIR`` serves the ``app.py`` of another checkout (for example the last commit before the serving
 engine: ``git worktree add ../baseline e0e3dc2``) on that checkout's own ``weights/`` (the same shapes, so the
@@ -224,19 +226,52 @@ def greedy_stage(server: Server, requests: int, length: int) -> dict:
             "held": api.OWNER_LIMIT, "still_held_after": still_held, "refused_with": refused}
 
 
+class Training:
+    """A visitor's ladder training on the server (``/train``, every milestone) while a stage runs; ``stop`` cancels
+    it. ``running`` says whether it was still training when asked."""
+
+    def __init__(self, url: str, text: str):
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False, ssl_verify=False)
+        self.job = self.client.submit(text=text, milestones=[m.number for m in LADDER.milestones], api_name="/train")
+        next(iter(self.job))  # its plan: the training has started
+
+    @property
+    def running(self) -> bool:
+        return not self.job.done()
+
+    def stop(self) -> None:
+        self.job.cancel()
+        self.client.close()
+
+
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def run_all(server: Server, users: list[int], requests: int, length: int, greedy: bool = False) -> dict:
-    """Start ``server``, warm it up, run every stage (and the greedy client's, if asked), stop it: its figures."""
+def run_all(server: Server, users: list[int], requests: int, length: int, greedy: bool = False,
+            training_text: str | None = None) -> dict:
+    """Start ``server``, warm it up, run every stage (each again while a visitor's ladder trains on
+    ``training_text``, if given; and the greedy client's, if asked), stop it: its figures."""
     try:
         server.wait_ready()
         warm = stage(server, 1, 1, length)  # first request: lazy imports and allocations, not counted
         if warm["ok"] != 1:
             raise SystemExit(f"error: the warm-up request failed: {warm['error_examples']}\n{server.log_tail()}")
         rss_start = server.rss() / MB
-        stages = [stage(server, n, requests, length) for n in users]
+        stages = []
+        for n in users:
+            stages.append({**stage(server, n, requests, length), "training": "no"})
+            if training_text is not None:
+                training = Training(server.url, training_text)
+                try:
+                    figures = stage(server, n, requests, length)
+                    figures["training"] = "yes" if training.running else "finished during the stage"
+                finally:
+                    training.stop()
+                time.sleep(2)  # the stopped worker gone before the next stage
+                stages.append(figures)
         rss_end = server.rss() / MB
         fair = greedy_stage(server, requests, length) if greedy else None
     finally:
@@ -246,9 +281,10 @@ def run_all(server: Server, users: list[int], requests: int, length: int, greedy
 
 
 def stage_table(figures: dict) -> str:
-    return table(["users", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s", "chars/s",
-                  "RSS before MB", "RSS after MB"],
-                 [[s["users"], s["requests"], s["ok"], s["busy"], s["errors"], seconds(s["p50_s"]),
+    return table(["users", "training", "requests", "ok", "busy", "errors", "p50 s", "p95 s", "max s", "req/s",
+                  "chars/s", "RSS before MB", "RSS after MB"],
+                 [[s["users"], s.get("training", "no"), s["requests"], s["ok"], s["busy"], s["errors"],
+                   seconds(s["p50_s"]),
                    seconds(s["p95_s"]), seconds(s["max_s"]), f"{s['requests_per_s']:.2f}", f"{s['chars_per_s']:,.0f}",
                    f"{s['rss_before_mb']:.0f}", f"{s['rss_after_mb']:.0f}"] for s in figures["stages"]])
 
@@ -267,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greedy", action="store_true",
                         help="also one visitor beside a client holding its fair share of long generations")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--training", type=Path, metavar="TEXT",
+                        help="run each stage again while a visitor's ladder trains on this text (all milestones)")
     args = parser.parse_args(argv)
     users = [int(n) for n in (args.users or ("1,4" if args.quick else "1,16,32,64")).split(",") if n.strip()]
     requests = args.requests or (2 if args.quick else 4)
@@ -284,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     del loaded
 
-    runs = {"this checkout": run_all(Server(args.weights), users, requests, length, args.greedy)}
+    training_text = args.training.read_text(encoding="utf-8") if args.training else None
+    runs = {"this checkout": run_all(Server(args.weights), users, requests, length, args.greedy, training_text)}
     if args.baseline:
         # Its own committed weights: an older checkout may not read this one's records; the models' shapes, and
         # so their speed, are the same.

@@ -53,7 +53,7 @@ def test_empty_prompt_and_unknown_characters_still_generate(client):
 def test_the_api_page_shows_every_answers_shape(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     shapes = {name: endpoint["returns"][0]["type"] for name, endpoint in endpoints.items()}
-    assert set(shapes) == {"/generate", "/surprise", "/next_chars", "/attention", "/logit_lens"}
+    assert set(shapes) == {"/generate", "/surprise", "/next_chars", "/attention", "/logit_lens", "/train"}
     written = shapes["/generate"]["properties"]["texts"]["items"]
     assert written["properties"] == {"milestone": {"type": "integer"}, "text": {"type": "string"}}
     assert set(shapes["/surprise"]["properties"]) == {"text", "dropped", "milestones"}
@@ -63,6 +63,7 @@ def test_the_api_page_shows_every_answers_shape(client):
     assert "weights" in shapes["/attention"]["properties"]
     block = shapes["/logit_lens"]["properties"]["blocks"]["items"]["properties"]
     assert set(block) == {"after", "bits", "bits_per_char", "ranks", "change"}
+    assert {"plan", "done", "seconds_left", "evaluation", "ladder"} <= set(shapes["/train"]["properties"])
 
 
 @pytest.mark.parametrize("change, message", [
@@ -137,4 +138,4 @@ def test_every_endpoint_is_the_apps_not_a_tabs(quick_weights, monkeypatch):
     monkeypatch.setattr(page, "TABS", (page.about,))  # the Compare and Inside tabs removed
     demo = app.build_app(quick_weights)
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {"generate", "surprise", "next_chars", "attention", "logit_lens"}
+    assert public == {"generate", "surprise", "next_chars", "attention", "logit_lens", "train"}

@@ -37,6 +37,12 @@ CSS = """
 """
 
 
+# Five tabs' names at Gradio's padding are wider than a phone: narrower padding there keeps the bar in the window
+# (a media rule, so in the page's head: Gradio scopes those of ``css`` to the page's content).
+HEAD = ("<style>@media (max-width: 640px) { .gradio-container .tab-container button { padding-left: 6px; "
+        "padding-right: 6px; } }</style>")
+
+
 def switch(context) -> gr.Radio:
     """A tab's choice between the app's ladder and the visitor's (shown once they trained one); its value is the
     ``ladder`` input of the requests: empty for the app's, the visitor's ladder's name for theirs."""
