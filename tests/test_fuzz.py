@@ -278,7 +278,7 @@ def test_browser_protocol_returns_the_texts_or_the_clear_message(raw, served, mi
     # What the server reads: JSON joins an escaped surrogate pair ("\ud800\udc00") into one character.
     inputs = json.loads(json.dumps(inputs, allow_nan=True))
     want = expected(served, inputs)
-    done = raw.send([*inputs.values(), api.FINAL])  # the page always sends the Weights dropdown too
+    done = raw.send([*inputs.values(), api.FINAL, ""])  # a raw client sends every input: the weights, no ladder
     assert "http_status" not in done, done
     if isinstance(want, str):
         assert done["success"] is False and done["output"]["error"] == want, done
@@ -286,13 +286,13 @@ def test_browser_protocol_returns_the_texts_or_the_clear_message(raw, served, mi
         assert done["success"] is True and done["output"]["data"] == [want], done
 
 
-NAMES = ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step"]
+NAMES = ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step", "ladder"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("count", [8, 9, 20])
+@pytest.mark.parametrize("count", [9, 10, 20])
 def test_browser_protocol_ignores_extra_values(raw, served, count):
-    inputs = [[2, 8], "WOODY:", 7, 0.8, 0, 3, api.FINAL]
+    inputs = [[2, 8], "WOODY:", 7, 0.8, 0, 3, api.FINAL, ""]
     done = raw.send(inputs + ["extra"] * (count - len(inputs)))
     assert done["success"] is True and done["output"]["data"] == [expected(served, dict(zip(NAMES, inputs)))]
 
@@ -354,4 +354,4 @@ def test_the_server_still_serves_after_the_fuzzing(client, raw, served):
     inputs = dict(milestones=list(range(1, 9)), prompt="WOODY:", length=50, temperature=0.8, top_k=0, seed=11)
     answer = served.run(served.generate_request(**inputs)).model_dump()
     assert client.predict(**inputs, api_name="/generate") == answer
-    assert raw.send([*inputs.values(), api.FINAL])["output"]["data"] == [answer]
+    assert raw.send([*inputs.values(), api.FINAL, ""])["output"]["data"] == [answer]
