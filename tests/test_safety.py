@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 import app
 from toystory_gpt import hub, weights
@@ -128,8 +129,9 @@ PATH_LIKE = ("path", "dir", "folder", "file", "weights", "location", "repo", "re
 def test_no_api_endpoint_takes_a_path_like_parameter(app_url):
     api = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")
     endpoints = api["named_endpoints"]
+    # ``ladder`` names a visitor's ladder held in memory (a random token), never a place on disk or the Hub.
     assert [p["parameter_name"] for p in endpoints["/generate"]["parameters"]] == \
-        ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step"]
+        ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step", "ladder"]
     for name, endpoint in {**endpoints, **api.get("unnamed_endpoints", {})}.items():
         for parameter in endpoint["parameters"]:
             assert not any(word in (parameter.get("parameter_name") or "").lower()
@@ -150,10 +152,13 @@ def test_the_weights_location_comes_only_from_an_argument_or_the_environment(qui
         _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                quiet=True)
         client = Client(url, verbose=False)
-        # ...the request's only inputs are the seven generation settings, and serving never resolves again.
+        # ...the request's only inputs are the seven generation settings and a visitor ladder's name, and serving
+        # never resolves again: a name that looks like a folder is only an unknown ladder.
         generate = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]
         assert [p["parameter_name"] for p in generate["parameters"]] == \
-            ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step"]
+            ["milestones", "prompt", "length", "temperature", "top_k", "seed", "step", "ladder"]
+        with pytest.raises(AppError, match="No ladder named"):
+            client.predict(milestones=[3], prompt="WOODY:", length=5, ladder="../weights", api_name="/generate")
         for seed in range(3):
             answer = client.predict(milestones=[3, 8], prompt="WOODY:", length=5, temperature=0.8, top_k=0, seed=seed,
                                     api_name="/generate")
