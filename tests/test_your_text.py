@@ -17,6 +17,7 @@ import app
 from tests.conftest import LADDER_TEXT
 from toystory_gpt import __main__ as cli
 from toystory_gpt import api, hub, training_job
+from toystory_gpt.record import ResultRow
 from toystory_gpt.serving.visitor_ladders import Full, Unknown, VisitorLadders
 from toystory_gpt.ui import your_text
 from toystory_gpt.ui.page import free_port
@@ -145,7 +146,10 @@ def test_the_store_names_expires_caps_and_drops_with_the_page(tmp_path):
 def test_the_zip_is_a_weights_folder_that_serves_and_publishes(tiny, trained, tmp_path, monkeypatch, capsys):
     name = trained[1]
     kept = tiny.ladders.get(name)
-    with zipfile.ZipFile(your_text.archive(kept.folder)) as archive:
+    zipped = your_text.archive(kept.folder)
+    assert zipped.parent == kept.folder  # dropping the ladder deletes it too
+    with zipfile.ZipFile(zipped) as archive:
+        assert your_text.ZIP not in archive.namelist()
         archive.extractall(tmp_path / "mine")
     monkeypatch.setenv(hub.WEIGHTS_ENV, str(tmp_path / "mine"))
     served = api.Service.from_folder(hub.resolve())
@@ -158,6 +162,25 @@ def test_the_zip_is_a_weights_folder_that_serves_and_publishes(tiny, trained, tm
         served.close()
     assert cli.main(["publish", "model", "you/my-ladder", "--weights", str(tmp_path / "mine"), "--dry-run"]) == 0
     assert "dry run: nothing was sent" in capsys.readouterr().out
+
+
+def result_row(milestone: int, val_loss: float, still_improving: bool) -> ResultRow:
+    return ResultRow(milestone, f"m{milestone}", f"rung {milestone}", 1000, val_loss, val_loss / math.log(2), 10,
+                     20, 1.0, 1337, True, still_improving, val_loss)
+
+
+def test_a_rung_worse_than_the_one_below_is_noted_whatever_the_rows_order():
+    text = training_job.read_text(LADDER_TEXT, "excerpt")
+    budgeted = training_job.plan(text, NUMBERS, training_job.CPU_RECIPE, "cpu")
+    standard = training_job.plan(text, NUMBERS, training_job.STANDARD, "cpu")
+    rows = [result_row(8, 2.0, True), result_row(3, 2.5, False), result_row(1, 3.0, False), result_row(2, 2.4, False)]
+    notes = your_text.budget_notes(rows, budgeted).splitlines()
+    assert notes == ["- **rung 3** scored 2.500, worse than rung 2's 2.400."]
+    rows[1] = result_row(3, 2.5, True)
+    assert "when its 20 steps of the short CPU recipe ran out" in your_text.budget_notes(rows, budgeted)
+    assert "still improving (" in your_text.budget_notes(rows, standard)
+    assert "at its last step" in your_text.budget_notes(rows, standard)
+    assert your_text.budget_notes(sorted(rows, key=lambda r: r.milestone)[:2], budgeted) == ""
 
 
 # ------------------------------------------------------------------------------------------------ through the API

@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import html
 import shutil
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from .. import api, corpus, milestones, report, training_job
+from ..record import ResultRow
 from . import endpoints, training
 
 TITLE = "Your text"
 APP = ""  # the switch's value for the app's own ladder (the API's ``ladder`` input, empty)
 YOURS = "your text"
+ZIP = "your-ladder.zip"  # the download, inside the ladder's folder
 PLAN_FIRST = "_Paste or upload a text: the plan and what it costs show here before you start._"
 
 CSS = """
@@ -83,18 +86,17 @@ def curves_frame(points: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(points, columns=["milestone", "model", "step", "loss"])
 
 
-def budget_notes(rows: list[dict], plan: training_job.Plan) -> str:
+def budget_notes(rows: list[ResultRow], plan: training_job.Plan) -> str:
     """Where a rung scored worse than the one below it, said beside it: with a budgeted recipe, whether it was
     still improving when the budget ran out (so its place is the budget's, not its idea's)."""
-    served = [r for r in rows if r.served and r.milestone is not None]
+    served = sorted((r for r in rows if r.served and r.milestone is not None), key=lambda r: r.milestone)
     notes = []
     for lower, upper in zip(served, served[1:]):
-        if upper.val_loss <= lower.val_loss:
+        if upper.val_loss is None or lower.val_loss is None or upper.val_loss <= lower.val_loss:
             continue
-        line = (f"- **{upper['label']}** scored {upper['val_loss']:.3f}, worse than {lower['label']}'s "
-                f"{lower['val_loss']:.3f}")
+        line = f"- **{upper.label}** scored {upper.val_loss:.3f}, worse than {lower.label}'s {lower.val_loss:.3f}"
         if upper.still_improving and plan.recipe.attention_steps is not None:
-            line += (f", and was still improving ({report.STILL_IMPROVING}) when its {upper['steps']:,} steps of "
+            line += (f", and was still improving ({report.STILL_IMPROVING}) when its {upper.steps:,} steps of "
                      f"{plan.recipe.name} ran out: its place on the ladder is the budget's, not its idea's")
         elif upper.still_improving:
             line += f", and was still improving ({report.STILL_IMPROVING}) at its last step"
@@ -114,10 +116,15 @@ def text_from(service: api.Service, pasted: str | None, uploaded: str | None) ->
 
 
 def archive(folder: Path) -> Path:
-    """The ladder's weights folder as a zip beside it (what ``TOYSTORY_WEIGHTS`` serves once unzipped, and what
-    ``publish model`` publishes)."""
+    """The ladder's weights folder as a zip inside it (what ``TOYSTORY_WEIGHTS`` serves once unzipped, and what
+    ``publish model`` publishes), so that dropping the ladder deletes it too; made once."""
     folder = Path(folder)
-    return Path(shutil.make_archive(str(folder.parent / f"{folder.name}-ladder"), "zip", root_dir=folder))
+    zipped = folder / ZIP
+    if not zipped.exists():
+        with tempfile.TemporaryDirectory(prefix="toystory-zip-") as scratch:  # not inside what it zips
+            made = shutil.make_archive(str(Path(scratch) / "ladder"), "zip", root_dir=folder)
+            shutil.move(made, zipped)
+    return zipped
 
 
 # ------------------------------------------------------------------------------------------------ the tab
@@ -179,19 +186,23 @@ def build(context) -> None:
                        *unchanged)
                 continue
             kept = service.ladders.get(update.ladder)
-            rows = report.collect_rows(kept.folder)
-            found = training.records(kept.folder)
+            yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
+                              visible=True)] * len(switches)
+            # the ladder reaches the page first: nothing below can lose it
+            yield (update.plan, progress_html(update, "done"), curves_frame(points), samples_html(latest), gr.skip(),
+                   update.ladder, str(kept.folder), gr.skip(), gr.skip(), gr.skip(), *yours)
+            rows, found, zipped = await asyncio.gather(asyncio.to_thread(report.collect_rows, kept.folder),
+                                                       asyncio.to_thread(training.records, kept.folder),
+                                                       asyncio.to_thread(archive, kept.folder))
             steps = training.evaluation_steps(found) or [0]
             notes = budget_notes(rows, running.job.plan)
             summary = (f"### Your ladder\n\nTrained with {running.job.plan.recipe.name} on "
                        f"{running.job.plan.device}.\n\n{report.table(rows)}\n\n{notes}")
-            yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
-                              visible=True)] * len(switches)
-            yield (update.plan, progress_html(update, "done"), curves_frame(points), samples_html(latest), summary,
-                   update.ladder, str(kept.folder), gr.DownloadButton(value=str(archive(kept.folder)), visible=True),
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), summary, gr.skip(), gr.skip(),
+                   gr.DownloadButton(value=str(zipped), visible=True),
                    gr.Slider(steps[0], steps[-1], steps[-1], step=max(1, steps[1] - steps[0]) if len(steps) > 1
                              else 1, visible=True),
-                   training.rewind_html(found, steps[-1]), *yours)
+                   training.rewind_html(found, steps[-1]), *unchanged)
         if not running.finished:
             yield ("", "<p>Stopped: nothing was kept.</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                    gr.skip(), gr.skip(), gr.skip(), *unchanged)
