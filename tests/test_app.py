@@ -15,7 +15,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import app
-from toystory_gpt import report
+from toystory_gpt import api, report
 from toystory_gpt.ui import endpoints, training
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=60, temperature=0.8, top_k=0, seed=3)
@@ -139,3 +139,29 @@ def test_every_endpoint_is_the_apps_not_a_tabs(quick_weights, monkeypatch):
     demo = app.build_app(quick_weights)
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert public == {"generate", "surprise", "next_chars", "attention", "logit_lens", "train"}
+
+
+@pytest.mark.parametrize("headers, address", [
+    ({}, "203.0.113.9"),  # no proxy: the connection's own
+    ({"x-forwarded-for": "198.51.100.4"}, "198.51.100.4"),  # one proxy: the address it saw
+    ({"x-forwarded-for": "10.9.9.9, 198.51.100.4"}, "198.51.100.4"),  # a forged entry left of the proxy's
+    ({"x-forwarded-for": ""}, "203.0.113.9"),
+])
+def test_a_visitors_address_is_the_one_the_nearest_proxy_saw(headers, address):
+    visitor = gr.Request(headers=headers, client={"host": "203.0.113.9", "port": 4321}, session_hash="page")
+    assert endpoints.address(visitor) == address
+
+
+def test_closing_the_compare_handler_early_frees_the_visitors_share_at_once(quick_weights, service):
+    demo = app.build_app(quick_weights, service)
+    write = next(fn.fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "write")
+    visitor = gr.Request(headers={}, client={"host": "203.0.113.9", "port": 4321}, session_hash="page")
+
+    async def first_update_then_close():
+        updates = write([2, 5, 8], "WOODY:", 300, 0.8, 0, 3, api.FINAL, None, visitor)
+        await anext(updates)
+        assert len(service._visits) == 1 and service.streaming == 1
+        await updates.aclose()  # what Gradio does when the tab closes
+        return len(service._visits), service.streaming
+
+    assert asyncio.run(first_update_then_close()) == (0, 0)

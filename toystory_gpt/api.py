@@ -333,8 +333,6 @@ class Service:
         """Stop every generation ``owner`` (one visitor's page) holds, whether its inputs are still being checked,
         it waits for a row or it is being written, and wait, at most ``timeout`` seconds, until each has sent its
         last update and ended; returns how many there were."""
-        if self.ladders is not None:  # and its generations on the visitor's ladder
-            await asyncio.gather(*(kept.served.stop(owner, timeout) for kept in self.ladders.all()))
         visits = [v for v in self._visits if v.owner == owner]
         for visit in visits:
             visit.stopped = True

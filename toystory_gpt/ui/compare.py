@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 
@@ -131,9 +132,11 @@ def build(context) -> None:
 
     async def write(chosen, prompt, length, temperature, top_k, seed, step, ladder_name, visitor: gr.Request):
         """/generate's answers, as one text per card: the ladder's, in order ("" where not chosen)."""
-        async for answer in generate(chosen, prompt, length, temperature, top_k, seed, step,
-                                     your_text.ladder_of(ladder_name), visitor):
-            yield [answer.text(n) for n in ladder.numbers]
+        # Gradio closes only this generator (a closed tab): closing it closes /generate's, which frees the share.
+        async with contextlib.aclosing(generate(chosen, prompt, length, temperature, top_k, seed, step,
+                                                your_text.ladder_of(ladder_name), visitor)) as answers:
+            async for answer in answers:
+                yield [answer.text(n) for n in ladder.numbers]
 
     def show_cards(chosen):
         return [gr.Column(visible=n in chosen) for n in ladder.numbers]

@@ -38,6 +38,16 @@ def answered():
         raise gr.Error(str(exc), print_exception=False) from None
 
 
+def address(visitor: gr.Request | None) -> str | None:
+    """The visitor's network address, for its fair share: behind a proxy (a Space) the connection's own is the
+    proxy's, the same for everyone, so it is the entry the nearest proxy appended to X-Forwarded-For, the rightmost;
+    those left of it are whatever the client sent, which anyone can forge. Without the header, the connection's."""
+    if visitor is None:
+        return None
+    forwarded = (getattr(visitor, "headers", {}).get("x-forwarded-for") or "").rsplit(",", 1)[-1].strip()
+    return forwarded or getattr(getattr(visitor, "client", None), "host", None)
+
+
 def generate(service: api.Service):
     """The ``/generate`` handler: an async generator, so a waiting visitor holds no thread while the engine
     writes; it yields the texts so far, at most every UPDATE_INTERVAL seconds, and the finished ones last."""
@@ -50,9 +60,8 @@ def generate(service: api.Service):
         ``step``, of the app's ladder or a visitor's ``ladder`` (/train's last update names it); the chosen
         milestones' texts in ladder order, and the prompt's characters left out."""
         owner = visitor.session_hash if visitor is not None else None
-        address = getattr(getattr(visitor, "client", None), "host", None)  # behind a proxy: the proxy's
         # The visitor's share is held from here, so that Stop ends the request even while it is being checked.
-        with answered(), service.visit(owner, address) as visit:
+        with answered(), service.visit(owner, address(visitor)) as visit:
             # In a thread: a snapshot's first request loads it from disk, and the event loop serves every stream.
             request = await asyncio.to_thread(service.generate_request, milestones=milestones, prompt=prompt,
                                               length=length, temperature=temperature, top_k=top_k, seed=seed,
@@ -60,8 +69,10 @@ def generate(service: api.Service):
             if dropped := service.dropped(request):
                 gr.Warning(f"Left out characters the models have never seen: "
                            f"{html.escape(shown_characters(dropped))}")
-            async for answer in service.stream(request, UPDATE_INTERVAL, visit):
-                yield answer
+            # Gradio closes only the handler's own generator (a closed tab): closing this one closes the stream now.
+            async with contextlib.aclosing(service.stream(request, UPDATE_INTERVAL, visit)) as answers:
+                async for answer in answers:
+                    yield answer
 
     return generate
 
