@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import pickle
 import zipfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,6 +103,15 @@ def test_the_worker_trains_while_the_engine_serves_and_the_parent_loads_what_it_
     assert tiny.trainings.running is None
 
 
+def test_a_job_is_plain_data_that_pickles_for_a_spawned_worker_or_zerogpu():
+    text = training_job.read_text(LADDER_TEXT, "excerpt")
+    job = training_job.Job(text, training_job.plan(text, NUMBERS, training_job.CPU_RECIPE, "cuda"), Path("/tmp/x"))
+    assert pickle.loads(pickle.dumps(job)) == job
+    assert training_job.start_method("cuda").get_start_method() == "spawn"
+    assert training_job.start_method("mps").get_start_method() == "spawn"
+    assert training_job.start_method("cpu").get_start_method() == "fork"
+
+
 def test_stop_kills_the_worker_and_frees_everything(tiny, trained):
     running = tiny.start_training(text_of(tiny), NUMBERS, owner="page-2")
     updates = running.updates()
@@ -116,6 +127,8 @@ def test_stop_kills_the_worker_and_frees_everything(tiny, trained):
 def test_one_training_at_a_time(tiny, trained):
     running = tiny.start_training(text_of(tiny), NUMBERS, owner="page-3")
     try:
+        with pytest.raises(api.InvalidRequest, match="Your ladder is already training: wait for it to finish, or"):
+            tiny.start_training(text_of(tiny), NUMBERS, owner="page-3")
         with pytest.raises(api.InvalidRequest, match="Another visitor's ladder is training on this machine"):
             tiny.start_training(text_of(tiny), NUMBERS, owner="page-4")
     finally:
@@ -249,7 +262,7 @@ def test_every_refused_text_is_refused_before_training_with_its_message(client, 
 def test_a_second_training_is_refused_while_one_runs(client, tiny):
     first = client.submit(text=TEXT, milestones=NUMBERS, api_name="/train")
     next(iter(first))  # running
-    with pytest.raises(AppError, match="Another visitor's ladder is training on this machine"):
+    with pytest.raises(AppError, match="Your ladder is already training"):  # the same client: the same session
         client.predict(text=TEXT, milestones=NUMBERS, api_name="/train")
     first.cancel()
 

@@ -226,6 +226,8 @@ class Service:
             raise InvalidRequest(str(exc)) from None
         finally:
             training.stop()
+            with contextlib.suppress(ValueError):  # still read in a thread: it ends there, at its next record
+                await asyncio.to_thread(updates.close)  # closed where nothing else reads it (ZeroGPU's call ends)
 
     def parse(self, model: type[RequestModel], **inputs) -> RequestModel:
         """A request of ``model`` from raw inputs, milestone numbers checked against the served ladder."""

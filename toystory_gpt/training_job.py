@@ -4,7 +4,8 @@ and where it runs), checked before anything starts, run in a worker process, its
 Where it runs (``where``): on ZeroGPU inside one ``@spaces.GPU`` call whose duration is the plan's; on a CUDA or
 MPS device where the machine has one; else on the CPU with ``CPU_RECIPE``, in a worker process at lower
 priority with one thread, so that generation keeps serving everyone else. The worker is the same everywhere:
-a forked process (what ZeroGPU makes of a ``@spaces.GPU`` call) that gets the text and the plan as plain data,
+a process of its own (forked, as ZeroGPU makes of a ``@spaces.GPU`` call; spawned on a CUDA or MPS device, which a
+forked child cannot use once the server asked about it) that gets the text and the plan as plain data (pickled),
 writes the ladder's weights folder to disk and sends back ``Progress`` records; the server then loads the folder.
 """
 
@@ -322,6 +323,12 @@ def _worker(job: Job, updates) -> None:
         updates.put(Failed(f"{type(exc).__name__}: {exc}"))
 
 
+def start_method(device: str):
+    """The multiprocessing context of a worker on ``device``: forked on the CPU (the call model of ZeroGPU,
+    rehearsed); spawned on CUDA or MPS, which a forked child cannot use once its parent asked about them."""
+    return multiprocessing.get_context("fork" if device == "cpu" else "spawn")
+
+
 class Training:
     """One training running in a worker: read its ``updates()``, ``stop()`` it (from any thread)."""
 
@@ -336,7 +343,7 @@ class Training:
         if job.plan.device == "zerogpu":  # ZeroGPU forks its own worker for the call and pickles what it yields
             self._process, self._updates = None, _gpu_run(job)
         else:
-            context = multiprocessing.get_context("fork")  # the call model of ZeroGPU, rehearsed everywhere
+            context = start_method(job.plan.device)
             self._queue = context.Queue()
             self._process = context.Process(target=_worker, args=(job, self._queue), name="ladder-training",
                                             daemon=True)
@@ -369,6 +376,9 @@ class Training:
                     raise update
                 yield update
         finally:
+            if self._process is None and self._stopped.is_set():
+                self._updates.close()  # the @spaces.GPU call ends; then nothing writes the folder any more
+                shutil.rmtree(self.job.out, ignore_errors=True)
             self._end()
 
     @property
@@ -423,6 +433,8 @@ class Trainings:
 
     def start(self, text: corpus.Corpus, plan: Plan, out: Path, owner: str | None = None) -> Training:
         with self._lock:
+            if self.running is not None and owner is not None and self.running.owner == owner:
+                raise Busy("Your ladder is already training: wait for it to finish, or press Stop to start again.")
             if self.running is not None:
                 raise Busy("Another visitor's ladder is training on this machine (one at a time, so that "
                            "generation keeps serving everyone). Try again in a few minutes.")
