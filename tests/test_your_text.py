@@ -154,6 +154,17 @@ def test_the_store_names_expires_caps_and_drops_with_the_page(tmp_path):
     assert closed == ["l1"] and not folders[1].exists()
     store.drop_owner("page-a")
     assert len(store) == 0 and not folders[0].exists()
+    again = [tmp_path / f"m{i}" for i in range(3)]
+    for folder in again:
+        folder.mkdir()
+    earlier = store.add(again[0], "page-d")
+    latest = store.add(again[1], "page-d")  # retrained: the page's earlier ladder is dropped
+    assert [kept.name for kept in store.all()] == [latest.name] and not again[0].exists()
+    with pytest.raises(Unknown):
+        store.get(earlier.name)
+    with pytest.raises(Unknown):
+        store.add(again[2], "page-a")  # finished loading after its page closed: dropped at once
+    assert [kept.name for kept in store.all()] == [latest.name] and not again[2].exists()
 
 
 def test_the_zip_is_a_weights_folder_that_serves_and_publishes(tiny, trained, tmp_path, monkeypatch, capsys):

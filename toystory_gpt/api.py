@@ -170,7 +170,10 @@ class Service:
     def on(self, ladder: str | None) -> Service:
         """What answers requests for ``ladder``: this service for None (or when this one is a visitor's ladder);
         InvalidRequest if no visitor's ladder has that name (now)."""
-        if ladder is None or self.ladders is None:
+        if self.ladders is None:
+            return self
+        self.ladders.expire()  # on every request: an unused ladder goes within its time limit, whoever asks
+        if ladder is None:
             return self
         try:
             return self.ladders.get(ladder).served
@@ -217,7 +220,10 @@ class Service:
                                      evaluation=vars(update.evaluation) if update.evaluation else None,
                                      saved=update.saved)
             if training.finished:
-                kept = await asyncio.to_thread(self.ladders.add, training.job.out, owner)
+                try:
+                    kept = await asyncio.to_thread(self.ladders.add, training.job.out, owner)
+                except Unknown:  # its page closed while it loaded: dropped, nobody to tell
+                    return
                 yield TrainingUpdate(plan=plan, done=1.0, ladder=kept.name)
         except training_job.Failed as exc:
             raise InvalidRequest(f"The training failed ({exc}).") from None

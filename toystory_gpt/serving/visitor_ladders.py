@@ -42,6 +42,7 @@ class VisitorLadders(Generic[T]):
                  ttl: float = TTL, clock: Callable[[], float] = time.monotonic):
         self._open, self._close, self.capacity, self.ttl, self._clock = open, close, capacity, ttl, clock
         self._kept: dict[str, Kept[T]] = {}
+        self._gone: dict[str, float] = {}  # pages closed (when), so that a ladder loading for one is dropped
         self._lock = threading.Lock()
 
     def room(self) -> None:
@@ -55,12 +56,19 @@ class VisitorLadders(Generic[T]):
                            f"page closes, or within {wait} min. Try again then.")
 
     def add(self, folder: Path, owner: str | None) -> Kept[T]:
-        """Serve the ladder in ``folder`` under a new unguessable name (Full if there is no room)."""
+        """Serve the ladder in ``folder`` under a new unguessable name, instead of any the page ``owner`` had (Full
+        if there is no room; Unknown if the page closed while it loaded: it is dropped)."""
         self.room()
         served = self._open(folder)
         kept = Kept(secrets.token_urlsafe(16), owner, Path(folder), served, self._clock())
         with self._lock:
             self._kept[kept.name] = kept
+            gone = owner in self._gone
+        mine = [other.name for other in self.all() if owner is not None and other.owner == owner]
+        for name in [name for name in mine if gone or name != kept.name]:
+            self.drop(name)  # a page uses one ladder, its latest: an earlier one only takes room
+        if gone:
+            raise Unknown(kept.name)
         return kept
 
     def get(self, name: str) -> Kept[T]:
@@ -88,12 +96,16 @@ class VisitorLadders(Generic[T]):
             shutil.rmtree(kept.folder, ignore_errors=True)
 
     def drop_owner(self, owner: str) -> None:
-        """Drop every ladder the page ``owner`` trained (it closed)."""
+        """Drop every ladder the page ``owner`` trained (it closed), and any that finishes loading for it later."""
+        with self._lock:
+            self._gone[owner] = self._clock()
         for name in [kept.name for kept in list(self._kept.values()) if kept.owner == owner]:
             self.drop(name)
 
     def expire(self) -> None:
         now = self._clock()
+        with self._lock:
+            self._gone = {owner: when for owner, when in self._gone.items() if now - when <= self.ttl}
         for name in [kept.name for kept in list(self._kept.values()) if now - kept.used > self.ttl]:
             self.drop(name)
 
