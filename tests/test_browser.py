@@ -167,6 +167,9 @@ def test_stop_while_the_request_is_being_checked_ends_it_without_an_error(browse
         release.wait(TIMEOUT_MS / 1000)
         return real_check(service, **inputs)
 
+    page = open_app(browser, app_url, init_script=LAGGING_STREAM)
+    page.click("#generate")  # a first run, written to its end, fills the cards
+    page.wait_for_function("() => document.querySelector('#run-status').innerText.includes('Wrote')")
     monkeypatch.setattr(api.Service, "generate_request", slow_check)
     submitted, real_submit = [], Engine.submit
 
@@ -175,8 +178,6 @@ def test_stop_while_the_request_is_being_checked_ends_it_without_an_error(browse
         return real_submit(engine, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "submit", submit)
-    page = open_app(browser, app_url, init_script=LAGGING_STREAM)
-    before = card_text(page, 1)
     page.evaluate("() => { window.streamLag = 400; }")
     page.click("#generate")
     assert checking.wait(TIMEOUT_MS / 1000)
@@ -187,7 +188,9 @@ def test_stop_while_the_request_is_being_checked_ends_it_without_an_error(browse
     trackers = page.locator("[id^=text-] [data-testid=status-tracker]")
     assert trackers.count() == 8 and all("hide" in c for c in trackers.evaluate_all("ts => ts.map(t => t.className)"))
     assert "Error" not in page.locator("#cards").inner_text()
-    assert submitted == [] and card_text(page, 1) == before  # nothing was written
+    assert submitted == [] and card_text(page, 1) == ""  # nothing was written, and the first run's text is gone
+    # ...and the line under the buttons says so, not what the first run wrote
+    assert page.locator("#run-status").inner_text().startswith("Stopped at 0 of")
     page.close()
 
 

@@ -133,10 +133,13 @@ def build(context) -> None:
     async def write(chosen, prompt, length, temperature, top_k, seed, step, ladder_name, visitor: gr.Request):
         """/generate's answers, as one text per card: the ladder's, in order ("" where not chosen)."""
         # Gradio closes only this generator (a closed tab): closing it closes /generate's, which frees the share.
+        answer = None
         async with contextlib.aclosing(generate(chosen, prompt, length, temperature, top_k, seed, step,
                                                 your_text.ladder_of(ladder_name), visitor)) as answers:
             async for answer in answers:
                 yield [answer.text(n) for n in ladder.numbers]
+        if answer is None:  # stopped while being checked: it wrote nothing, and the line under the buttons says so
+            yield [""] * len(ladder)
 
     def show_cards(chosen):
         return [gr.Column(visible=n in chosen) for n in ladder.numbers]
