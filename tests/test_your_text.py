@@ -91,7 +91,7 @@ def test_the_worker_trains_while_the_engine_serves_and_the_parent_loads_what_it_
     assert done == sorted(done) and done[0] < 0.1 and done[-1] == pytest.approx(1.0)
     evaluations = [u for u in updates if u.evaluation]
     assert {u.milestone for u in evaluations} == set(NUMBERS)
-    assert all(u.evaluation["sample"] is not None for u in evaluations)
+    assert all(u.evaluation.sample is not None for u in evaluations)
     assert updates[0].plan.startswith("**4 models, the tiny test recipe, on this server's CPU")
     assert name and len(name) >= 22 and all(u.ladder is None for u in updates[:-1])
     ladder = tiny.on(name)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import analysis, corpus, training_job
 from .milestones import ABLATION, LADDER, Ladder
+from .record import Evaluation
 from .request import (  # the request models and their limits, re-exported: callers of the API find them here
     DEFAULT_LENGTH,
     DEFAULT_PROMPT,
@@ -100,7 +101,7 @@ class TrainingUpdate(BaseModel):
     done: float = 0.0              # of the whole plan's work, 0 to 1
     elapsed: float = 0.0           # seconds
     seconds_left: float | None = None
-    evaluation: dict | None = None  # {step, train_loss, val_loss, elapsed, sample} made at this step
+    evaluation: Evaluation | None = None  # made at this step
     saved: bool = False            # this milestone's weights are saved
     ladder: str | None = None      # the last update: the ladder's name, for ``ladder`` on /generate and the views
 
@@ -217,7 +218,7 @@ class Service:
                 left = update.elapsed * (1 - update.done) / update.done if update.done > 0 else None
                 yield TrainingUpdate(plan=plan, milestone=update.milestone, step=update.step, steps=update.steps,
                                      done=update.done, elapsed=update.elapsed, seconds_left=left,
-                                     evaluation=vars(update.evaluation) if update.evaluation else None,
+                                     evaluation=update.evaluation,
                                      saved=update.saved)
             if training.finished:
                 try:

@@ -17,7 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import api, corpus, milestones, report, training_job
-from ..record import ResultRow
+from ..record import Evaluation, ResultRow
 from . import endpoints, training
 
 TITLE = "Your text"
@@ -74,11 +74,11 @@ def _seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def samples_html(latest: dict[int, dict]) -> str:
+def samples_html(latest: dict[int, Evaluation]) -> str:
     """Each model's sample at its latest evaluation, with its val loss then."""
     cards = [f'<div class="yt-card" id="yt-sample-{n}"><h4>{html.escape(milestones.LADDER[n].label)}</h4>'
-             f'<p class="loss">step {point["step"]:,}: val loss {point["val_loss"]:.3f} nats/char</p>'
-             f'<pre>{html.escape(point["sample"] or "")}</pre></div>' for n, point in sorted(latest.items())]
+             f'<p class="loss">step {point.step:,}: val loss {point.val_loss:.3f} nats/char</p>'
+             f'<pre>{html.escape(point.sample or "")}</pre></div>' for n, point in sorted(latest.items())]
     return f'<div id="yt-samples">{"".join(cards)}</div>'
 
 
@@ -176,8 +176,8 @@ def build(context) -> None:
             if update.evaluation is not None:
                 point = update.evaluation
                 label = ladder[update.milestone].label
-                points.append({"milestone": str(update.milestone), "model": label, "step": point["step"],
-                               "loss": point["val_loss"]})
+                points.append({"milestone": str(update.milestone), "model": label, "step": point.step,
+                               "loss": point.val_loss})
                 latest[update.milestone] = point
             if update.ladder is None:
                 label = ladder[update.milestone].label if update.milestone else ""
