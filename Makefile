@@ -1,7 +1,7 @@
 # make run: serve the app on the committed weights.  make test: the whole test suite (what CI runs).
 # make test-fast: the edit loop (no kills, fuzzing of the server, load or browser; few hypothesis examples).
-# make lint: ruff and the import layers (import-linter).  make train: retrain (TEXT=PATH or TEXT=tiny-shakespeare:
-# on a plain text instead; OUT=DIR).
+# make lint: ruff and the import layers (import-linter; tests/test_layers.py for train.py and app.py, which it
+# cannot take).  make train: retrain (TEXT=PATH or TEXT=tiny-shakespeare: on a plain text instead; OUT=DIR).
 # make space SPACE=OWNER/NAME: publish the app as a Hugging Face Space.  make model-repo MODEL=OWNER/NAME: the weights.
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
@@ -48,6 +48,7 @@ test-fast: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q tests/test_layers.py
 
 train: $(VENV)/.runtime
 	$(PY) train.py --out $(OUT) $(if $(TEXT),--text $(TEXT),$(if $(CORPUS),--corpus $(CORPUS)))

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import cpu_model  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from toystory_gpt.cores import usable_cores  # noqa: E402
 from toystory_gpt.ui.page import free_port  # noqa: E402
 
 LENGTH = 2000
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         for server, _ in apps.values():
             server.terminate()
             server.wait()
-    print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; load {os.getloadavg()[0]:.2f} (1 min) at end; "
+    print(f"CPU: {cpu_model()}, {usable_cores()} cores; load {os.getloadavg()[0]:.2f} (1 min) at end; "
           f"Chromium {CHROMIUM} headless at 1440x900; eight milestones x {LENGTH:,} characters; "
           f"median of {args.repeats}")
     print(f"{'':34}{'before':>12}{'after':>12}")  # a last change before the Stop: it came after the texts ended

@@ -170,12 +170,14 @@ def batch_scaling(models: Models, runs: int, ticks: int = 200) -> dict:
                     pool.tick()
             us = median_seconds(run, runs) / ticks * 1e6
             figures[n, batch] = {"us_per_step": us, "chars_per_s": batch * 1e6 / us}
-    rates = gemm_rates(max(m.model.config.n_embd for m in models.saved.values()), runs)
+    width = max(m.model.config.n_embd for m in models.saved.values())
+    rates = gemm_rates(width, runs)
     for (n, batch), f in figures.items():
         flops = flops_per_character(models.saved[n].model.config)
         f["flops_per_char"] = flops
         f["floor_us"] = batch * flops / rates[batch] * 1e6
         f["gemm_gflops"] = rates[batch] / 1e9
+        f["gemm_width"] = width
         f["over_floor"] = f["us_per_step"] / f["floor_us"] if flops else None
     return figures
 
@@ -207,6 +209,8 @@ def fmt(rate: float) -> str:
 
 def report(figures: dict, all_eight: float, steps: dict, scaling: dict, encodes: dict, facts: dict, source: str,
            length: int, runs: int, block_size: int) -> str:
+    width = scaling[8, BATCHES[0]]["gemm_width"]  # the floor's matmul: the widest model's largest projection
+    gemm = ", ".join(f"B={b}: {scaling[8, b]['gemm_gflops']:.0f}" for b in BATCHES)
     rows = []
     for n, f in figures.items():
         hf = "hf_generate_chars_per_s" in f
@@ -268,8 +272,7 @@ median of {runs} runs × 200 ticks:
 
 The same ticks beside their arithmetic floor: tick µs / floor µs (ratio), where the floor is B × the milestone's
 FLOPs a character (projections, feed-forward, attention over all {block_size} slots, head) at the rate one
-thread's (B, 128) × (128, 384) matmul reaches in this run ({", ".join(f"B={b}: {scaling[8, b]['gemm_gflops']:.0f}"
-                                                                      for b in BATCHES)} GFLOP/s):
+thread's (B, {width}) × ({width}, {3 * width}) matmul reaches in this run ({gemm} GFLOP/s):
 
 {table(["milestone", "kFLOP a char", *(f"B={b}" for b in BATCHES)],
        [[LADDER[n].label, f"{scaling[n, 1]['flops_per_char'] / 1e3:,.0f}",

@@ -2,7 +2,8 @@
 
 import-linter only takes packages as roots, so train.py and app.py are added here to the graph grimp (its engine)
 builds of the package, with the imports they make, and checked against the contract's own layers: app.py above
-them all, train.py beside serving (it trains; it may not import what serves)."""
+them all, train.py beside serving (it trains; it may not import what serves). ``make lint`` runs this file after
+``lint-imports``."""
 
 from __future__ import annotations
 
