@@ -21,6 +21,7 @@ from toystory_gpt import __main__ as cli
 from toystory_gpt import api, hub, training_job
 from toystory_gpt.record import ResultRow
 from toystory_gpt.serving.visitor_ladders import Full, Unknown, VisitorLadders
+from toystory_gpt.tokenizer import CharTokenizer
 from toystory_gpt.ui import your_text
 from toystory_gpt.ui.page import free_port
 
@@ -288,3 +289,12 @@ def test_text_that_is_not_utf8_is_refused_pasted_or_uploaded(tiny, tmp_path):
         your_text.text_from(tiny, "ignored when a file is uploaded", str(upload))
     assert your_text.text_from(tiny, TEXT, None).record.characters == len(TEXT)
     assert tiny.trainings.running is None
+
+
+def test_a_prompt_a_ladder_cannot_start_from_is_refused_before_it_generates(tiny, monkeypatch):
+    # a visitor's text without a newline makes such a vocabulary; the app's models' here, swapped for one
+    monkeypatch.setattr(tiny.models.saved[1], "tokenizer", CharTokenizer.from_text("abc"))
+    with pytest.raises(api.InvalidRequest, match="1 · .* cannot start: the prompt has none of its characters, and it "
+                                                 "has no newline to start from"):
+        tiny.generate_request(milestones=[1, 2], **{**GENERATE, "prompt": "xyz"})
+    assert tiny.generate_request(milestones=[1, 2], **{**GENERATE, "prompt": "a"}).prompt == "a"

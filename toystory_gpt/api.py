@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import analysis, corpus, training_job
 from .milestones import ABLATION, LADDER, Ladder
+from .pool import start_ids
 from .record import Evaluation
 from .request import (  # the request models and their limits, re-exported: callers of the API find them here
     DEFAULT_LENGTH,
@@ -253,6 +254,11 @@ class Service:
     def check(self, request: GenerateRequest) -> GenerateRequest:
         """``request`` if every chosen milestone is loaded (and kept weights at its ``step``); else InvalidRequest."""
         self._loaded(request.milestones)
+        for number in request.milestones:
+            try:
+                start_ids(self.models.saved[number].tokenizer, request.prompt)
+            except ValueError as exc:
+                raise InvalidRequest(f"Milestone {self.ladder[number].label} cannot start: {exc}.") from None
         if request.step is not None:
             for number in request.milestones:
                 label = self.ladder[number].label

@@ -52,15 +52,22 @@ class Sequence:
     def start(cls, tokenizer: CharTokenizer, prompt: str, length: int, temperature: float, top_k: int,
               seed: int) -> Sequence:
         """A sequence continuing ``prompt`` (characters outside the vocabulary dropped; empty: a line's start)."""
-        ids = tokenizer.encode(prompt).ids or tokenizer.encode(START).ids
-        if not ids:  # a vocabulary without a newline, and a prompt of none of its characters
-            raise ValueError("the prompt has none of the model's characters, and the model has no newline to start "
-                             "from: type some of its characters")
-        return cls(ids, length, temperature, top_k, np.random.default_rng(seed), tokenizer.vocab)
+        return cls(start_ids(tokenizer, prompt), length, temperature, top_k, np.random.default_rng(seed),
+                   tokenizer.vocab)
 
     @property
     def finished(self) -> bool:
         return self.cancelled or len(self.text) >= self.length
+
+
+def start_ids(tokenizer: CharTokenizer, prompt: str) -> list[int]:
+    """What a generation of ``prompt`` starts from: its characters the vocabulary has, else a line's start;
+    ValueError for a vocabulary without a newline (a visitor's text) and a prompt of none of its characters."""
+    ids = tokenizer.encode(prompt).ids or tokenizer.encode(START).ids
+    if not ids:
+        raise ValueError("the prompt has none of its characters, and it has no newline to start from: type some of "
+                         "its characters")
+    return ids
 
 
 class Pool:

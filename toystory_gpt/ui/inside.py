@@ -182,7 +182,8 @@ def read(service: api.Service, request: api.InsideRequest, reading: analysis.Rea
          shown: Selection | None = None):
     """The rows of what ``service.inside`` read for ``request``, and the views at the slot ``shown`` selected if it
     read the same text (rows turned on or off), else at the last character."""
-    service = service.on(request.ladder)  # the app's ladder, or the visitor's (``service.inside`` found it)
+    with endpoints.answered():  # gone since ``service.inside`` found it (dropped, expired): a message
+        service = service.on(request.ladder)  # the app's ladder, or the visitor's
     req = reading.request
     if req.dropped:
         gr.Warning(f"Left out characters the models have never seen: {html.escape(shown_characters(req.dropped))}")
