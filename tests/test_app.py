@@ -165,3 +165,20 @@ def test_closing_the_compare_handler_early_frees_the_visitors_share_at_once(quic
         return len(service._visits), service.streaming
 
     assert asyncio.run(first_update_then_close()) == (0, 0)
+
+
+def test_the_app_shares_by_the_address_its_proxy_forwards(app_url, monkeypatch):
+    # Through the app's queue, as a Space's proxy sends it: the handler sees the request's headers.
+    addresses, real_visit = [], api.Service.visit
+
+    def visit(service, owner=None, address=None):
+        addresses.append(address)
+        return real_visit(service, owner, address)
+
+    monkeypatch.setattr(api.Service, "visit", visit)
+    proxied = Client(app_url, verbose=False, headers={"X-Forwarded-For": "10.9.9.9, 198.51.100.4"})
+    try:
+        generate(proxied, length=5)
+    finally:
+        proxied.close()
+    assert addresses == ["198.51.100.4"]
