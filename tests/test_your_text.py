@@ -257,11 +257,10 @@ def test_an_unknown_ladder_is_a_clear_message(client, endpoint, inputs):
     (TEXT[:300], NUMBERS, "has 300 characters; training needs at least 321"),
     ("".join(map(chr, range(0x4E00, 0x4E00 + 1100))), NUMBERS, "has 1,100 distinct characters; a character-level "
                                                                "model here takes at most 1,024"),
-    ("é" * 1_000_001, NUMBERS, "your text is 2,000,002 bytes; the app trains on at most 2,000,000"),
     ("x" * 2_000_001, NUMBERS, "text is 2,000,001 characters long; the limit is 2,000,000"),
     (TEXT, [], "Choose at least one milestone"),
     (TEXT, [9], "each milestone must be from 1 to 8, got 9"),
-], ids=["empty", "binary", "utf-16", "too-short", "too-many-characters", "too-large-bytes",
+], ids=["empty", "binary", "utf-16", "too-short", "too-many-characters",
         "too-long", "no-milestone", "no-such-milestone"])
 def test_every_refused_text_is_refused_before_training_with_its_message(client, tiny, text, milestones,
                                                                         message):
@@ -288,6 +287,10 @@ def test_text_that_is_not_utf8_is_refused_pasted_or_uploaded(tiny, tmp_path):
     with pytest.raises(api.InvalidRequest, match=r"mine\.txt is not UTF-8 text: byte 0xe9 at offset \d+ .*iconv"):
         your_text.text_from(tiny, "ignored when a file is uploaded", str(upload))
     assert your_text.text_from(tiny, TEXT, None).record.characters == len(TEXT)
+    upload.write_text("é" * 2_000_001, encoding="utf-8")  # the same limit, in characters, as a pasted text's
+    with pytest.raises(api.InvalidRequest, match="text is 2,000,001 characters long; the limit is 2,000,000"):
+        your_text.text_from(tiny, None, str(upload))
+    assert your_text.UPLOAD_BYTES >= 4 * 2_000_000  # no text within the limit is refused at the upload
     assert tiny.trainings.running is None
 
 

@@ -30,7 +30,7 @@ MAX_TOP_K = 100         # above the vocabulary size, top-k keeps everything, as 
 MAX_SEED = 2**32 - 1
 MAX_STEP = 10**9
 MAX_TEXT = MAX_PROMPT   # characters an Inside view reads: what one page of rows can show
-# Bytes of a text a visitor's ladder trains on (UTF-8; as many characters at most): Tiny Shakespeare (1.1 MB) fits.
+# Characters of a text a visitor's ladder trains on, pasted, uploaded or sent: Tiny Shakespeare (1.1 M) fits.
 MAX_TRAINING_TEXT = 2_000_000
 
 DEFAULT_PROMPT = "WOODY:"

@@ -31,7 +31,6 @@ from .ladder_run import QUICK_TRAIN, RunPlan, Task, model_config, train_one
 from .milestones import Milestone
 from .model import GPT
 from .record import Evaluation, RunSummary
-from .request import MAX_TRAINING_TEXT
 from .tokenizer import CharTokenizer
 from .trainer import TrainConfig
 
@@ -40,7 +39,6 @@ try:  # on ZeroGPU the GPU exists only inside a @spaces.GPU call; elsewhere the 
 except ImportError:
     spaces = None
 
-MAX_TEXT_BYTES = MAX_TRAINING_TEXT  # a pasted or uploaded text: Tiny Shakespeare (1.1 MB) fits
 NICENESS = 10            # the CPU worker's: generation (the server's threads) goes first
 EVALUATIONS = 10         # per attention model in a budgeted recipe: the curves' points and the rewind's samples
 
@@ -207,12 +205,8 @@ def plan(text: corpus.Corpus, numbers: Sequence[int], recipe: Recipe, device: st
 
 
 def read_text(path: Path, shown_as: str) -> corpus.Corpus:
-    """The text at ``path`` with every check of ``train.py --text`` (the same messages, naming it ``shown_as``) and
-    the app's size limit; corpus.CorpusError says what is wrong."""
-    path = Path(path)
-    if path.is_file() and (size := path.stat().st_size) > MAX_TEXT_BYTES:
-        raise corpus.CorpusError(f"{shown_as} is {size:,} bytes; the app trains on at most {MAX_TEXT_BYTES:,} "
-                                 f"(use `python train.py --text` for a larger one)")
+    """The text at ``path`` with every check of ``train.py --text`` (the same messages, naming it ``shown_as``);
+    corpus.CorpusError says what is wrong. Its length is TrainRequest's to check."""
     try:
         return corpus.load_text(str(path))
     except corpus.CorpusError as exc:

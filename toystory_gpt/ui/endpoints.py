@@ -127,7 +127,7 @@ def train(service: api.Service):
     """The ``/train`` handler: a visitor's ladder trained on a text, its progress streamed."""
 
     async def train(text: str, milestones: list[int], visitor: gr.Request) -> AsyncIterator[api.TrainingUpdate]:
-        """Train the chosen milestones on text (the checks of `train.py --text`, and at most 2 MB); streams the
+        """Train the chosen milestones on text (the checks of `train.py --text`, and the length limit); streams the
         training's progress; the last update's "ladder" is the name to pass as `ladder` to /generate, /surprise,
         /logit_lens... It is kept while this client's session lasts, at most an hour after its last use."""
         owner = visitor.session_hash

@@ -122,9 +122,10 @@ def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Lad
 
 def launch(app: gr.Blocks, **server):
     """Serve ``app`` with this project's look (Gradio 6 takes theme and CSS at launch), keeping SESSIONS_KEPT
-    sessions and running as many events at once as ``build_app`` made room for."""
+    sessions, running as many events at once as ``build_app`` made room for, and taking uploads up to the Your
+    text tab's."""
     return app.launch(**{"theme": THEME, "css": CSS, "head": HEAD, "state_session_capacity": SESSIONS_KEPT,
-                         "max_threads": app.max_threads, **server})
+                         "max_threads": app.max_threads, "max_file_size": your_text.UPLOAD_BYTES, **server})
 
 
 def free_port() -> int:

@@ -18,12 +18,14 @@ import pandas as pd
 
 from .. import api, corpus, milestones, report, training_job
 from ..record import Evaluation, ResultRow
+from ..request import MAX_TRAINING_TEXT
 from . import endpoints, training
 
 TITLE = "Your text"
 APP = ""  # the switch's value for the app's own ladder (the API's ``ladder`` input, empty)
 YOURS = "your text"
 ZIP = "your-ladder.zip"  # the download, inside the ladder's folder
+UPLOAD_BYTES = 4 * MAX_TRAINING_TEXT  # UTF-8 takes at most 4 bytes a character: the length limit decides
 PLAN_FIRST = "_Paste or upload a text: the plan and what it costs show here before you start._"
 
 CSS = """
@@ -106,12 +108,14 @@ def budget_notes(rows: list[ResultRow], plan: training_job.Plan) -> str:
 
 def text_from(service: api.Service, pasted: str | None, uploaded: str | None) -> corpus.Corpus:
     """The text to train on, the uploaded file's if any, else the pasted one, checked as ``train.py --text`` checks
-    a file (and the size limit); InvalidRequest says what is wrong."""
+    a file (and its length as /train's); InvalidRequest says what is wrong."""
     if uploaded:
         try:
-            return training_job.read_text(Path(uploaded), Path(uploaded).name)
+            text = training_job.read_text(Path(uploaded), Path(uploaded).name)
         except corpus.CorpusError as exc:
             raise api.InvalidRequest(str(exc)) from None
+        service.parse(api.TrainRequest, text=text.text, milestones=[1])  # the one length limit
+        return text
     return service.text_of(service.parse(api.TrainRequest, text=pasted, milestones=[1]))
 
 
@@ -133,14 +137,13 @@ def build(context) -> None:
     service = context.service
     ladder = milestones.LADDER
     gr.Markdown("Paste a plain text (or upload a UTF-8 `.txt` file) and train the ladder on it, watching each model "
-                f"learn. Up to {training_job.MAX_TEXT_BYTES / 1e6:g} MB. When it is done, the Compare and Inside tabs "
+                f"learn. Up to {MAX_TRAINING_TEXT:,} characters. When it is done, the Compare and Inside tabs "
                 "can switch to your ladder — for your page only: nobody else sees it, and it is dropped when you close "
                 "the page (or after an hour without use). Download it to keep it.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            text = gr.Textbox(label="Your text", lines=8, max_lines=16, max_length=training_job.MAX_TEXT_BYTES,
-                              elem_id="yt-text", placeholder="Paste a plain text here: a few thousand characters "
-                                                             "or more")
+            text = gr.Textbox(label="Your text", lines=8, max_lines=16, elem_id="yt-text",
+                              placeholder="Paste a plain text here: a few thousand characters or more")
             upload = gr.File(label="…or upload a text file", file_types=[".txt"], type="filepath",
                              elem_id="yt-upload")
             chosen = gr.CheckboxGroup([(m.label, m.number) for m in ladder], value=ladder.numbers,
