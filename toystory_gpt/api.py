@@ -108,7 +108,7 @@ class TrainingUpdate(BaseModel):
 
 
 # A visitor's ladder serves one page: a small engine, a thread and a few rows.
-VISITOR_CAPACITY = 8
+VISITOR_ROWS = 8
 
 
 # ------------------------------------------------------------------------------------------------ the service
@@ -158,7 +158,7 @@ class Service:
     def visitor(cls, folder: Path) -> Service:
         """A visitor's ladder, ready: a small engine of its own, every decoding exported."""
         models = Models.from_folder(folder)
-        service = cls(models, Engine(models, threads=1, capacity=VISITOR_CAPACITY))
+        service = cls(models, Engine(models, threads=1, capacity=VISITOR_ROWS))
         service.engine.warm_up()
         return service
 
@@ -170,12 +170,12 @@ class Service:
         self.engine.close()
 
     def on(self, ladder: str | None) -> Service:
-        """What answers requests for ``ladder``: this service for None (or when this one is a visitor's ladder);
+        """What answers requests for ``ladder``: this service for None or "" (or when this one is a visitor's ladder);
         InvalidRequest if no visitor's ladder has that name (now)."""
         if self.ladders is None:
             return self
         self.ladders.expire()  # on every request: an unused ladder goes within its time limit, whoever asks
-        if ladder is None:
+        if not ladder:  # None, or the empty text Gradio sends for none
             return self
         try:
             return self.ladders.get(ladder).served

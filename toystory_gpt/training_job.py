@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import corpus, milestones, report
-from .ladder_run import QUICK_TRAIN, RunPlan, Task, model_config, train_one
+from .ladder_run import QUICK_TRAIN, RunPlan, Task, local_device, model_config, train_one
 from .milestones import Milestone
 from .model import GPT
 from .record import Evaluation, RunSummary
@@ -81,9 +81,7 @@ def where() -> str:
     """Where a training would run here: "zerogpu", "cuda", "mps" or "cpu"."""
     if spaces is not None and spaces.config.Config.zero_gpu:
         return "zerogpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
+    return local_device()
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ class Plan:
         place = {"zerogpu": "on a ZeroGPU slice (half an RTX Pro 6000)", "cuda": "on this machine's CUDA GPU",
                  "mps": "on this Mac's GPU (MPS)", "cpu": f"on this server's CPU, one core, at lower priority "
                                                           f"(niceness {NICENESS})"}[self.device]
-        cost = f"about {_duration(self.seconds)} (an estimate from its {self.flops / 1e12:,.1f} TFLOPs)"
+        cost = f"about {duration(self.seconds)} (an estimate from its {self.flops / 1e12:,.1f} TFLOPs)"
         if self.device == "zerogpu":
             cost += (f"; it asks ZeroGPU for {self.gpu_duration} s of your daily GPU quota (2 min without an "
                      f"account, 5 min with a free one)")
@@ -156,7 +154,8 @@ class Plan:
         return "\n\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds as a visitor reads them: "42 s", "3.5 min"."""
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
@@ -187,7 +186,7 @@ def plan(text: corpus.Corpus, numbers: Sequence[int], recipe: Recipe, device: st
                                               if m.config.get("n_layer", 0) > 0)
         each = min(cfg.max_steps, int(budget / sum(costs[m.number] for m in attention)))
         steps = {m.number: each for m in attention}
-    val_tokens = len(text.text) - int(len(text.text) * 0.9)
+    val_tokens = len(corpus.split(text.text)[1])
     models = []
     for m in chosen:
         training = {}

@@ -135,7 +135,7 @@ def build(context) -> None:
         # Gradio closes only this generator (a closed tab): closing it closes /generate's, which frees the share.
         answer = None
         async with contextlib.aclosing(generate(chosen, prompt, length, temperature, top_k, seed, step,
-                                                your_text.ladder_of(ladder_name), visitor)) as answers:
+                                                ladder_name, visitor)) as answers:
             async for answer in answers:
                 yield [answer.text(n) for n in ladder.numbers]
         if answer is None:  # stopped while being checked: it wrote nothing, and the line under the buttons says so
@@ -213,14 +213,14 @@ def build(context) -> None:
         """Each card's line for the weights it writes with: the app's ladder's, or the visitor's (where they
         trained that milestone)."""
         with endpoints.answered():
-            saved = service.on(your_text.ladder_of(ladder_name)).models.saved
+            saved = service.on(ladder_name).models.saved
         return [card_markdown(saved[n], None if at == api.FINAL else int(at)) if n in saved else ""
                 for n in available]
 
     def switched(ladder_name):
         """The app's ladder or the visitor's: its milestones chosen, its prompt, its snapshots and its cards."""
         with endpoints.answered():
-            shown = service.on(your_text.ladder_of(ladder_name)).models
+            shown = service.on(ladder_name).models
         steps = [("final (each one's best)", api.FINAL), *((f"as at step {s:,}", s) for s in shown.snapshot_steps())]
         presentation = next(iter(shown.saved.values())).record.corpus.presentation if shown.saved else None
         return (gr.CheckboxGroup(value=sorted(shown.saved)),

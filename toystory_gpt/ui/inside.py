@@ -237,7 +237,7 @@ def build(context) -> None:
     def switched(ladder_name):
         """The app's ladder or the visitor's: its models offered, and chosen but for the ablation."""
         with endpoints.answered():
-            offered = service.on(your_text.ladder_of(ladder_name)).models.readable
+            offered = service.on(ladder_name).models.readable
         return gr.CheckboxGroup(choices=[(offered[key].milestone.label, key) for key in offered],
                                 value=[key for key in offered if key != ABLATION])
 

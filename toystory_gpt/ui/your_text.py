@@ -57,23 +57,14 @@ def switch(context) -> gr.Radio:
     return radio
 
 
-def ladder_of(value) -> str | None:
-    """The ``ladder`` a switch's value names (None: the app's own)."""
-    return value or None
-
-
 # ------------------------------------------------------------------------------------------------ what the tab shows
 
 def progress_html(update: api.TrainingUpdate, label: str) -> str:
     """The progress bar: the share of the plan's work done, the model and step training now, and the time left."""
-    left = "" if update.seconds_left is None else f" · about {_seconds(update.seconds_left)} left"
+    left = "" if update.seconds_left is None else f" · about {training_job.duration(update.seconds_left)} left"
     now = f"{html.escape(label)}: step {update.step:,} of {update.steps:,}" if update.milestone else "starting"
     return (f'<div class="yt-bar"><div style="width:{100 * update.done:.1f}%"></div></div>'
-            f"<p>{100 * update.done:.0f}% · {now} · {_seconds(update.elapsed)} so far{left}</p>")
-
-
-def _seconds(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+            f"<p>{100 * update.done:.0f}% · {now} · {training_job.duration(update.elapsed)} so far{left}</p>")
 
 
 def samples_html(latest: dict[int, Evaluation]) -> str:
