@@ -5,6 +5,7 @@ else is edited, and no module global is patched."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -16,7 +17,7 @@ import app
 import train
 from tests.conftest import LADDER_TEXT
 from toystory_gpt import __main__ as cli
-from toystory_gpt import analysis, api, excerpts, report, weights
+from toystory_gpt import analysis, api, excerpts, report, training_job, weights
 from toystory_gpt.milestones import ABLATION, LADDER, Rung
 from toystory_gpt.ui import training
 from toystory_gpt.ui.page import header_markdown
@@ -106,3 +107,25 @@ def test_the_reports_explain_a_ninth_step_back(nine):
     about = report.ladder_commentary(rows, NINE)
     assert "**9 · + eight heads** — The same width split into eight heads instead of four." in about
     assert "0.100 worse than milestone 8. **A step back.** Eight heads of half the width" in about
+
+
+def test_a_visitor_trains_a_ladder_of_nine_and_generates_with_its_ninth(nine):
+    service = api.Service.from_folder(nine, NINE, trainings=training_job.Trainings(training_job.TINY_RECIPE,
+                                                                                   device="cpu"))
+    try:
+        request = service.parse(api.TrainRequest, text=LADDER_TEXT.read_text(encoding="utf-8"), milestones=[8, 9])
+        running = service.start_training(service.text_of(request), request.milestones, owner="page")
+        assert [m.label for m in running.job.plan.models] == [NINE[8].label, NINE[9].label]
+
+        async def read():
+            return [update async for update in service.train(running, "page")]
+
+        updates = asyncio.run(read())
+        assert [u.milestone for u in updates if u.saved] == [8, 9]
+        yours = service.on(updates[-1].ladder)
+        assert yours.ladder is NINE and sorted(yours.models.saved) == [8, 9]
+        answer = service.run(service.generate_request(milestones=[9], prompt="WOODY:", length=20,
+                                                      ladder=updates[-1].ladder))
+        assert len(answer.texts[0].text) == 20
+    finally:
+        service.close()

@@ -145,7 +145,7 @@ class Service:
         self._visits: list[Visit] = []  # held now; changed on the event loop only
         self.trainings = trainings
         self.ladders: VisitorLadders[Service] | None = None if trainings is None else \
-            VisitorLadders(Service.visitor, Service.close)
+            VisitorLadders(lambda folder: Service.visitor(folder, self.ladder), Service.close)
 
     @classmethod
     def from_folder(cls, weights_dir: Path, ladder: Ladder = LADDER,
@@ -155,9 +155,10 @@ class Service:
         return cls(Models.from_folder(weights_dir, ladder), trainings=trainings or training_job.Trainings())
 
     @classmethod
-    def visitor(cls, folder: Path) -> Service:
-        """A visitor's ladder, ready: a small engine of its own, every decoding exported."""
-        models = Models.from_folder(folder)
+    def visitor(cls, folder: Path, ladder: Ladder = LADDER) -> Service:
+        """A visitor's ladder (of ``ladder``'s milestones), ready: a small engine of its own, every decoding
+        exported."""
+        models = Models.from_folder(folder, ladder)
         service = cls(models, Engine(models, threads=1, capacity=VISITOR_ROWS))
         service.engine.warm_up()
         return service
@@ -192,7 +193,7 @@ class Service:
         if self.trainings is None:
             raise InvalidRequest("This server trains no visitor's ladder.")
         try:
-            plan = self.trainings.plan(text, milestones)
+            plan = self.trainings.plan(text, milestones, self.ladder)
             self.ladders.room()
             return self.trainings.start(text, plan, tempfile.mkdtemp(prefix="toystory-ladder-"), owner)
         except (corpus.CorpusError, Full, training_job.Busy) as exc:

@@ -28,7 +28,7 @@ import torch
 
 from . import corpus, milestones, report
 from .ladder_run import QUICK_TRAIN, RunPlan, Task, local_device, model_config, train_one
-from .milestones import Milestone
+from .milestones import Ladder, Milestone
 from .model import GPT
 from .record import Evaluation, RunSummary
 from .tokenizer import CharTokenizer
@@ -104,6 +104,7 @@ class Plan:
     models: tuple[ModelPlan, ...]
     characters: int
     vocabulary: int
+    ladder: Ladder = field(default=milestones.LADDER, compare=False)  # whose milestones it trains
 
     @property
     def train_config(self) -> TrainConfig:
@@ -168,7 +169,8 @@ def step_flops(milestone: Milestone, vocab: str, cfg: TrainConfig, quick: bool) 
     return 6 * params * tokens + 12 * model_cfg.n_layer * cfg.block_size * model_cfg.n_embd * tokens
 
 
-def plan(text: corpus.Corpus, numbers: Sequence[int], recipe: Recipe, device: str) -> Plan:
+def plan(text: corpus.Corpus, numbers: Sequence[int], recipe: Recipe, device: str,
+         ladder: Ladder = milestones.LADDER) -> Plan:
     """What training ``numbers`` on ``text`` with ``recipe`` would do. A budgeted recipe shares its budget out by each
     model's cost: the budget is what ``attention_steps`` steps of every attention model of the ladder cost, and the
     chosen ones get the same steps each, as many as it buys them (fewer models, more steps, up to the standard's), so
@@ -177,12 +179,12 @@ def plan(text: corpus.Corpus, numbers: Sequence[int], recipe: Recipe, device: st
     one below it for having trained fewer steps.)"""
     cfg = recipe.train_config
     vocab = "".join(sorted(set(text.text)))
-    chosen = [milestones.LADDER[n] for n in sorted(numbers)]
-    costs = {m.number: step_flops(m, vocab, cfg, recipe.quick) for m in milestones.LADDER}
+    chosen = [ladder[n] for n in sorted(numbers)]
+    costs = {m.number: step_flops(m, vocab, cfg, recipe.quick) for m in ladder}
     attention = [m for m in chosen if m.config.get("n_layer", 0) > 0]
     steps = {}
     if recipe.attention_steps is not None and attention:
-        budget = recipe.attention_steps * sum(costs[m.number] for m in milestones.LADDER
+        budget = recipe.attention_steps * sum(costs[m.number] for m in ladder
                                               if m.config.get("n_layer", 0) > 0)
         each = min(cfg.max_steps, int(budget / sum(costs[m.number] for m in attention)))
         steps = {m.number: each for m in attention}
@@ -200,7 +202,7 @@ def plan(text: corpus.Corpus, numbers: Sequence[int], recipe: Recipe, device: st
         flops = costs[m.number] * run_cfg.max_steps + evaluations * costs[m.number] / 3 * val_tokens / (
             cfg.batch_size * cfg.block_size)
         models.append(ModelPlan(m.number, m.label, run_cfg.max_steps, training, costs[m.number], flops, evaluations))
-    return Plan(recipe, device, tuple(models), len(text.text), len(vocab))
+    return Plan(recipe, device, tuple(models), len(text.text), len(vocab), ladder)
 
 
 def read_text(path: Path, shown_as: str) -> corpus.Corpus:
@@ -242,7 +244,8 @@ def run(job: Job) -> Iterator[Progress]:
     device = torch.device("cuda" if job.plan.device in ("zerogpu", "cuda") else job.plan.device)
     tokenizer = CharTokenizer.from_text(job.text.text)
     train_data, val_data = job.text.split_ids(tokenizer)
-    tasks = tuple(Task(milestones.LADDER[m.milestone], job.seed, True, m.training) for m in job.plan.models)
+    ladder = job.plan.ladder
+    tasks = tuple(Task(ladder[m.milestone], job.seed, True, m.training) for m in job.plan.models)
     run_plan = RunPlan(tasks, job.text.record, tokenizer.vocab, train_data, val_data, job.plan.train_config,
                        job.plan.recipe.quick, device, Path(job.out), 1)
     updates: queue.Queue = queue.Queue()
@@ -269,10 +272,10 @@ def run(job: Job) -> Iterator[Progress]:
                 done += model.flops
                 updates.put(Progress(model.milestone, model.steps, model.steps, done / job.plan.flops,
                                      time.perf_counter() - start, saved=True))
-            rows = report.collect_rows(job.out, [job.seed])
+            rows = report.collect_rows(job.out, [job.seed], ladder)
             report.write_summary(job.out, RunSummary("the app's Your text tab", time.perf_counter() - start,
                                                      job.text.record, [job.seed], rows),
-                                 f"Trained in the app with {job.plan.recipe.name} on {job.plan.device}.")
+                                 f"Trained in the app with {job.plan.recipe.name} on {job.plan.device}.", ladder)
             updates.put(None)
         except BaseException as exc:  # noqa: BLE001 - told to the reader, which raises it
             updates.put(exc)
@@ -419,10 +422,11 @@ class Trainings:
     def recipe(self) -> Recipe:
         return self.cpu_recipe if self.device == "cpu" else self.gpu_recipe
 
-    def plan(self, text: corpus.Corpus, numbers: Sequence[int]) -> Plan:
-        """The plan for ``numbers`` on ``text``; corpus.CorpusError if the text is too short for its context."""
+    def plan(self, text: corpus.Corpus, numbers: Sequence[int], ladder: Ladder = milestones.LADDER) -> Plan:
+        """The plan for ``numbers`` of ``ladder`` on ``text``; corpus.CorpusError if the text is too short for its
+        context."""
         corpus.check_trainable(text, self.recipe.train_config.block_size)
-        return plan(text, numbers, self.recipe, self.device)
+        return plan(text, numbers, self.recipe, self.device, ladder)
 
     def start(self, text: corpus.Corpus, plan: Plan, out: Path, owner: str | None = None) -> Training:
         with self._lock:

@@ -16,7 +16,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .. import api, corpus, milestones, report, training_job
+from .. import api, corpus, report, training_job
+from ..milestones import Ladder
 from ..record import Evaluation, ResultRow
 from ..request import MAX_TRAINING_TEXT
 from . import endpoints, training
@@ -67,9 +68,9 @@ def progress_html(update: api.TrainingUpdate, label: str) -> str:
             f"<p>{100 * update.done:.0f}% · {now} · {training_job.duration(update.elapsed)} so far{left}</p>")
 
 
-def samples_html(latest: dict[int, Evaluation]) -> str:
+def samples_html(latest: dict[int, Evaluation], ladder: Ladder) -> str:
     """Each model's sample at its latest evaluation, with its val loss then."""
-    cards = [f'<div class="yt-card" id="yt-sample-{n}"><h4>{html.escape(milestones.LADDER[n].label)}</h4>'
+    cards = [f'<div class="yt-card" id="yt-sample-{n}"><h4>{html.escape(ladder[n].label)}</h4>'
              f'<p class="loss">step {point.step:,}: val loss {point.val_loss:.3f} nats/char</p>'
              f'<pre>{html.escape(point.sample or "")}</pre></div>' for n, point in sorted(latest.items())]
     return f'<div id="yt-samples">{"".join(cards)}</div>'
@@ -126,7 +127,7 @@ def archive(folder: Path) -> Path:
 
 def build(context) -> None:
     service = context.service
-    ladder = milestones.LADDER
+    ladder = service.ladder
     gr.Markdown("Paste a plain text (or upload a UTF-8 `.txt` file) and train the ladder on it, watching each model "
                 f"learn. Up to {MAX_TRAINING_TEXT:,} characters. When it is done, the Compare and Inside tabs "
                 "can switch to your ladder — for your page only: nobody else sees it, and it is dropped when you close "
@@ -175,7 +176,7 @@ def build(context) -> None:
                 latest[update.milestone] = point
             if update.ladder is None:
                 label = ladder[update.milestone].label if update.milestone else ""
-                yield (update.plan, progress_html(update, label), curves_frame(points), samples_html(latest),
+                yield (update.plan, progress_html(update, label), curves_frame(points), samples_html(latest, ladder),
                        gr.skip(), None, None, gr.DownloadButton(visible=False), gr.Slider(visible=False), "",
                        *unchanged)
                 continue
@@ -183,20 +184,20 @@ def build(context) -> None:
             yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
                               visible=True)] * len(switches)
             # the ladder reaches the page first: nothing below can lose it
-            yield (update.plan, progress_html(update, "done"), curves_frame(points), samples_html(latest), gr.skip(),
-                   update.ladder, str(kept.folder), gr.skip(), gr.skip(), gr.skip(), *yours)
-            rows, found, zipped = await asyncio.gather(asyncio.to_thread(report.collect_rows, kept.folder),
-                                                       asyncio.to_thread(training.records, kept.folder),
-                                                       asyncio.to_thread(archive, kept.folder))
-            steps = training.evaluation_steps(found) or [0]
+            yield (update.plan, progress_html(update, "done"), curves_frame(points), samples_html(latest, ladder),
+                   gr.skip(), update.ladder, str(kept.folder), gr.skip(), gr.skip(), gr.skip(), *yours)
+            rows, found, zipped = await asyncio.gather(
+                asyncio.to_thread(report.collect_rows, kept.folder, None, ladder),
+                asyncio.to_thread(training.records, kept.folder, ladder), asyncio.to_thread(archive, kept.folder))
+            steps = training.evaluation_steps(found, ladder) or [0]
             notes = budget_notes(rows, running.job.plan)
             summary = (f"### Your ladder\n\nTrained with {running.job.plan.recipe.name} on "
-                       f"{running.job.plan.device}.\n\n{report.table(rows)}\n\n{notes}")
+                       f"{running.job.plan.device}.\n\n{report.table(rows, ladder=ladder)}\n\n{notes}")
             yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), summary, gr.skip(), gr.skip(),
                    gr.DownloadButton(value=str(zipped), visible=True),
                    gr.Slider(steps[0], steps[-1], steps[-1], step=max(1, steps[1] - steps[0]) if len(steps) > 1
                              else 1, visible=True),
-                   training.rewind_html(found, steps[-1]), *unchanged)
+                   training.rewind_html(found, steps[-1], ladder), *unchanged)
         if not running.finished:
             yield ("", "<p>Stopped: nothing was kept.</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                    gr.skip(), gr.skip(), gr.skip(), *unchanged)
@@ -207,7 +208,8 @@ def build(context) -> None:
             return PLAN_FIRST
         try:
             request = service.parse(api.TrainRequest, text=pasted or "", milestones=numbers)
-            return service.trainings.plan(text_from(service, pasted, uploaded), request.milestones).describe()
+            return service.trainings.plan(text_from(service, pasted, uploaded), request.milestones,
+                                          ladder).describe()
         except (api.InvalidRequest, corpus.CorpusError) as exc:
             return f"**This cannot be trained on:** {html.escape(str(exc))}"
 
@@ -219,7 +221,7 @@ def build(context) -> None:
     def rewound(step, at):
         if not at:
             return ""
-        return training.rewind_html(training.records(Path(at)), int(step))
+        return training.rewind_html(training.records(Path(at), ladder), int(step), ladder)
 
     outputs = [plan, progress, curves, samples, results, name, folder, download, rewind, rewind_cards, *switches]
     gr.on([text.change, upload.change, chosen.change], preview, [text, upload, chosen], plan,
