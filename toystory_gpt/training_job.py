@@ -335,6 +335,7 @@ class Training:
         self._stopped = threading.Event()
         self.finished = False  # the ladder is saved: its folder is the caller's
         self._ended = False
+        self._reading = False  # updates() started: on ZeroGPU, its end closes the call and deletes the folder
         self._lock = threading.Lock()
         if job.plan.device == "zerogpu":  # ZeroGPU forks its own worker for the call and pickles what it yields
             self._process, self._updates = None, _gpu_run(job)
@@ -348,6 +349,7 @@ class Training:
 
     def updates(self) -> Iterator[Progress]:
         """Progress records until the ladder is saved; Failed if the training failed, nothing more once stopped."""
+        self._reading = True
         try:
             if self._process is None:
                 for update in self._updates:
@@ -383,7 +385,7 @@ class Training:
 
     def stop(self) -> None:
         """Stop at once, unless it finished: the worker is killed (so all it held is freed) and its folder
-        removed."""
+        removed (on ZeroGPU once the call ended, by ``updates``: the thread reading it closes it)."""
         if self.finished:
             self._end()
             return
@@ -391,7 +393,8 @@ class Training:
         if self._process is not None and self._process.is_alive():
             self._process.kill()
             self._process.join()
-        shutil.rmtree(self.job.out, ignore_errors=True)
+        if self._process is not None or not self._reading:
+            shutil.rmtree(self.job.out, ignore_errors=True)
         self._end()
 
     def _end(self) -> None:
