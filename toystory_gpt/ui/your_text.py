@@ -14,13 +14,12 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 from .. import api, corpus, report, training_job
 from ..milestones import Ladder
 from ..record import Evaluation, ResultRow
 from ..request import MAX_TRAINING_TEXT
-from . import endpoints, training
+from . import chart, endpoints, training
 
 TITLE = "Your text"
 APP = ""  # the switch's value for the app's own ladder (the API's ``ladder`` input, empty)
@@ -76,8 +75,10 @@ def samples_html(latest: dict[int, Evaluation], ladder: Ladder) -> str:
     return f'<div id="yt-samples">{"".join(cards)}</div>'
 
 
-def curves_frame(points: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(points, columns=["milestone", "model", "step", "loss"])
+def curves_html(points: dict[int, list[tuple[int, float]]], ladder: Ladder) -> str:
+    """Each model's validation loss so far: the Training tab's chart (a dash and a label per line, not colour alone)."""
+    return chart.line_chart([chart.Series(str(n), ladder[n].label, tuple(line)) for n, line in sorted(points.items())],
+                            "Validation loss (lower is better)", "nats/char")
 
 
 def budget_notes(rows: list[ResultRow], plan: training_job.Plan) -> str:
@@ -146,9 +147,7 @@ def build(context) -> None:
         with gr.Column(scale=3, min_width=320):
             plan = gr.Markdown(PLAN_FIRST, elem_id="yt-plan")
             progress = gr.HTML(elem_id="yt-progress")
-            curves = gr.LinePlot(curves_frame([]), x="step", y="loss", color="milestone", title="Validation loss",
-                                 y_title="nats/char", tooltip=["model", "step", "loss"], height=300,
-                                 elem_id="yt-curves")
+            curves = gr.HTML(curves_html({}, ladder), elem_id="yt-curves")
     samples = gr.HTML(elem_id="yt-samples-box")
     results = gr.Markdown(elem_id="yt-results")
     download = gr.DownloadButton("Download your ladder (zip)", visible=False, elem_id="yt-download")
@@ -165,27 +164,26 @@ def build(context) -> None:
             request = service.parse(api.TrainRequest, text=pasted or "", milestones=numbers)
             text = await asyncio.to_thread(text_from, service, pasted, uploaded)
             running = service.start_training(text, request.milestones, visitor.session_hash)
-        points, latest = [], {}
+        points, latest = {}, {}
         unchanged = [gr.skip()] * len(switches)  # the switches keep any earlier ladder until this one is done
         async for update in service.train(running, visitor.session_hash):
             if update.evaluation is not None:
                 point = update.evaluation
-                label = ladder[update.milestone].label
-                points.append({"milestone": str(update.milestone), "model": label, "step": point.step,
-                               "loss": point.val_loss})
+                points.setdefault(update.milestone, []).append((point.step, point.val_loss))
                 latest[update.milestone] = point
             if update.ladder is None:
                 label = ladder[update.milestone].label if update.milestone else ""
-                yield (update.plan, progress_html(update, label), curves_frame(points), samples_html(latest, ladder),
-                       gr.skip(), None, None, gr.DownloadButton(visible=False), gr.Slider(visible=False), "",
-                       *unchanged)
+                yield (update.plan, progress_html(update, label), curves_html(points, ladder),
+                       samples_html(latest, ladder), gr.skip(), None, None, gr.DownloadButton(visible=False),
+                       gr.Slider(visible=False), "", *unchanged)
                 continue
             kept = service.ladders.get(update.ladder)
             yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
                               visible=True)] * len(switches)
             # the ladder reaches the page first: nothing below can lose it
-            yield (update.plan, progress_html(update, "done"), curves_frame(points), samples_html(latest, ladder),
-                   gr.skip(), update.ladder, str(kept.folder), gr.skip(), gr.skip(), gr.skip(), *yours)
+            yield (update.plan, progress_html(update, "done"), curves_html(points, ladder),
+                   samples_html(latest, ladder), gr.skip(), update.ladder, str(kept.folder), gr.skip(), gr.skip(),
+                   gr.skip(), *yours)
             rows, found, zipped = await asyncio.gather(
                 asyncio.to_thread(report.collect_rows, kept.folder, None, ladder),
                 asyncio.to_thread(training.records, kept.folder, ladder), asyncio.to_thread(archive, kept.folder))
