@@ -100,8 +100,8 @@ def step_costs(saved, runs: int, compile_too: bool) -> dict:
     _, keys, values = torch_path.encode(np.zeros((1, half), np.int64))
     cache.fill(np.array([0]), keys, values)
     idx, pos = np.zeros(1, np.int64), cache.lengths[:1].copy()
-    args = (torch.zeros(1, dtype=torch.long), torch.tensor([half]), torch.from_numpy(cache.mask[:1]),
-            tuple(torch.from_numpy(k[:1]) for k in cache.keys), tuple(torch.from_numpy(v[:1]) for v in cache.values))
+    args = (torch.zeros(1, dtype=torch.long), torch.tensor([half]), tuple(torch.from_numpy(k[:1]) for k in cache.keys),
+            tuple(torch.from_numpy(v[:1]) for v in cache.values))
     steps = 500
 
     def per_step(fn) -> float:

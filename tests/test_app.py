@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,7 +18,7 @@ from gradio_client.exceptions import AppError
 
 import app
 from toystory_gpt import api, report
-from toystory_gpt.ui import endpoints, training
+from toystory_gpt.ui import endpoints, page, training
 
 GOOD = dict(milestones=[2, 5, 8], prompt="WOODY:", length=60, temperature=0.8, top_k=0, seed=3)
 
@@ -182,3 +184,28 @@ def test_the_app_shares_by_the_address_its_proxy_forwards(app_url, monkeypatch):
     finally:
         proxied.close()
     assert addresses == ["198.51.100.4"]
+
+
+def test_gradio_looks_for_an_absent_matplotlib_once_not_at_every_event(monkeypatch):
+    """Gradio imports matplotlib around every event it runs; the app records an absent one as absent, so that a
+    streamed update does not search every folder on sys.path for it again."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        pytest.skip("matplotlib is installed here: nothing to skip")
+    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+    searched = []
+    real = importlib.machinery.PathFinder.find_spec
+
+    def counting(cls, name, *args, **kwargs):
+        searched.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.machinery.PathFinder, "find_spec", classmethod(counting))
+    with gr.utils.MatplotlibBackendMananger():
+        pass
+    assert "matplotlib" in searched  # without it: a search at each event's start and end
+    page.skip_absent_matplotlib()
+    searched.clear()
+    for _ in range(3):
+        with gr.utils.MatplotlibBackendMananger():
+            pass
+    assert "matplotlib" not in searched

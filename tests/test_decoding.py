@@ -48,8 +48,7 @@ def test_moving_a_row_moves_its_whole_cache():
     cache.move(3, 0)
     for array in (cache.keys, cache.values):  # (L, rows, ...)
         np.testing.assert_array_equal(array[:, 0], array[:, 3])
-    np.testing.assert_array_equal(cache.mask[0], cache.mask[3])
-    assert cache.lengths[0] == 6 and cache.mask[0, 5] == 0 and cache.mask[0, 6] == -np.inf
+    assert cache.lengths[0] == cache.lengths[3] == 6
 
 
 @pytest.mark.parametrize("kind", ["torch", "onnx", "contextless"])

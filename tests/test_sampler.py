@@ -11,7 +11,7 @@ from toystory_gpt.decoding import torch_decoding
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.onnx_decode import OnnxDecoding
 from toystory_gpt.pool import generate
-from toystory_gpt.sampler import Draws, distribution, pick
+from toystory_gpt.sampler import Draws, Settings, distribution, pick
 from toystory_gpt.tokenizer import CharTokenizer
 
 TOK = CharTokenizer(TEST_VOCAB)
@@ -20,7 +20,7 @@ TOK = CharTokenizer(TEST_VOCAB)
 def one(logits, temperature, top_k, rng) -> int:
     """One draw, as a row of its own: a greedy row draws nothing from its generator."""
     uniform = np.array([rng.random() if temperature > 0 else 0.0])
-    return int(pick(np.asarray(logits, np.float32)[None], np.array([temperature]), np.array([top_k]), uniform)[0])
+    return int(pick(np.asarray(logits, np.float32)[None], Settings([temperature], [top_k], len(logits)), uniform)[0])
 
 
 def test_greedy_is_the_argmax_and_top_k_limits_choices():
@@ -54,14 +54,15 @@ def test_a_row_draws_the_same_alone_or_among_others():
     logits = rng.normal(size=(6, len(TEST_VOCAB))).astype(np.float32) * 3
     settings = [(0.8, 0), (0.0, 0), (1.5, 3), (0.3, 1), (2.0, 0), (1e-40, 0)]
     temperatures, top_ks = (np.array(column) for column in zip(*settings))
+    settings = Settings(temperatures, top_ks, len(TEST_VOCAB))
     together = Draws(6)
     for row in range(6):
         together.start(row, np.random.default_rng(row))
     alone = [np.random.default_rng(seed) for seed in range(6)]
-    for _ in range(Draws.DRAWS + 50):  # past the draws taken ahead: they are taken again, in order
-        batch = pick(logits, temperatures, top_ks, together.next(6, temperatures > 0))
+    for _ in range(2 * Draws.DRAWS + 50):  # past the draws taken ahead, twice: they are taken again, in order
+        batch = pick(logits, settings, together.next(6, settings.drawn))
         for row in range(6):
-            assert batch[row] == one(logits[row], *settings[row], alone[row])
+            assert batch[row] == one(logits[row], temperatures[row], top_ks[row], alone[row])
     # greedy rows drew nothing: their next draw is their generator's first
     assert together.next(6, temperatures > 0)[1] == np.random.default_rng(1).random()
 
@@ -95,3 +96,16 @@ def test_committed_samples_are_what_generate_gives_for_their_seed():
                         seed=saved.record.seed, decoding=torch_decoding(saved.model))
         sample = (committed / milestone.folder / f"{milestone.folder}.txt").read_text(encoding="utf-8")
         assert sample.endswith(prompt + text + "\n"), milestone.folder
+
+
+def test_each_row_draws_its_own_stream_however_often_the_others_draw():
+    often = np.random.default_rng(1)
+    draws = Draws(5)
+    for row in range(5):
+        draws.start(row, np.random.default_rng(100 + row))
+    alone = [np.random.default_rng(100 + row) for row in range(5)]
+    for _ in range(3 * Draws.DRAWS):  # rows reach the end of their draws taken ahead at different ticks
+        drawing = often.random(5) < [1.0, 0.9, 0.5, 0.1, 0.0]
+        got = draws.next(5, drawing)
+        for row in np.flatnonzero(drawing):
+            assert got[row] == alone[row].random()

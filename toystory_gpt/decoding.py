@@ -32,24 +32,25 @@ def refill_length(block_size: int) -> int:
 
 
 class KVCache:
-    """Every layer's keys and values for ``rows`` sequences, preallocated, an additive mask of each row's filled
-    slots, and each row's length. Shapes never change, so ``step`` is a function of fixed-shape tensors that can
-    be exported once; the arrays are only changed in place, in NumPy (a handful of numbers is faster written
-    there than through torch indexing), and the first ``n`` rows are always a view without a copy."""
+    """Every layer's keys and values for ``rows`` sequences, preallocated, and each row's length: a row's first
+    ``length`` slots are filled, and a step sees those alone. Shapes never change, so ``step`` is a function of
+    fixed-shape tensors that can be exported once; the arrays are only changed in place, in NumPy (a handful of
+    numbers is faster written there than through torch indexing), and the first ``n`` rows are always a view
+    without a copy."""
 
     def __init__(self, config: GPTConfig, rows: int):
         shape = (config.n_layer, rows, config.n_head, config.block_size, config.n_embd // config.n_head)
         # Written now (np.full, not np.zeros' untouched pages): the memory is taken up front, not as a crowd comes.
         self.keys, self.values = np.full(shape, 0, np.float32), np.full(shape, 0, np.float32)  # (L, R, nh, S, hs)
-        self.mask = np.full((rows, config.block_size), -np.inf, np.float32)  # (R, S): one query row each
+        self.size = config.block_size  # slots per row
         self.lengths = np.zeros(rows, np.int64)  # slots filled so far, per row
         self._first: dict[int, tuple] = {}  # n -> the views of ``first(n)``, made once
 
-    def first(self, n: int) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """The first ``n`` rows' mask (n, S) and every layer's keys and values (n, nh, S, hs): views, made once per
-        ``n`` (the arrays never move), for a step to read."""
+    def first(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The first ``n`` rows' keys and values, each layer's (n, nh, S, hs): views, made once per ``n`` (the
+        arrays never move), for a step to read."""
         if n not in self._first:
-            self._first[n] = (self.mask[:n], [k[:n] for k in self.keys], [v[:n] for v in self.values])
+            self._first[n] = ([k[:n] for k in self.keys], [v[:n] for v in self.values])
         return self._first[n]
 
     @property
@@ -61,27 +62,24 @@ class KVCache:
         T = keys.shape[3]
         self.keys[:, rows, :, :T] = keys
         self.values[:, rows, :, :T] = values
-        self.mask[rows] = -np.inf
-        self.mask[rows, :T] = 0.0
         self.lengths[rows] = T
 
     def append(self, rows: np.ndarray, new_keys: np.ndarray, new_values: np.ndarray) -> None:
         """Store one token's keys and values per row, all layers stacked (L, n, nh, 1, hs), in each row's next slot."""
         at = self.lengths[rows]
-        if at.size and at.max() >= self.mask.shape[1]:
-            raise ValueError(f"sequence of {int(at.max()) + 1} tokens is longer than the context "
-                             f"({self.mask.shape[1]})")
-        # Two index arrays around a slice put their dimension first: (n, L, nh, hs).
-        self.keys[:, rows, :, at] = new_keys[:, :, :, 0].transpose(1, 0, 2, 3)
-        self.values[:, rows, :, at] = new_values[:, :, :, 0].transpose(1, 0, 2, 3)
-        self.mask[rows, at] = 0.0
-        self.lengths[rows] += 1
+        if at.max(initial=0) >= self.size:
+            raise ValueError(f"sequence of {int(at.max()) + 1} tokens is longer than the context ({self.size})")
+        # A row at a time, by plain indexing: an assignment through index arrays lets go of Python's lock while it
+        # copies, and every engine thread would then wait to take it back, every tick.
+        for i, (row, slot) in enumerate(zip(rows.tolist(), at.tolist())):
+            self.keys[:, row, :, slot] = new_keys[:, i, :, 0]
+            self.values[:, row, :, slot] = new_values[:, i, :, 0]
+            self.lengths[row] = slot + 1
 
     def move(self, source: int, target: int) -> None:
         """Copy row ``source`` onto row ``target`` (a pool keeps its live rows first)."""
         for array in (self.keys, self.values):
             array[:, target] = array[:, source]
-        self.mask[target] = self.mask[source]
         self.lengths[target] = self.lengths[source]
 
 
@@ -95,10 +93,10 @@ def prefill(model: GPT, idx):
             tuple(seen[f"blocks.{i}.attn.values"] for i in layers))
 
 
-def step(model: GPT, idx, pos, mask, keys: tuple, values: tuple):
+def step(model: GPT, idx, pos, keys: tuple, values: tuple):
     """Logits (B, V) for one new token per row ``idx`` (B,) at positions ``pos`` (B,), and its keys and values,
     a tuple of one (B, nh, 1, hs) tensor per layer, given one cached (B, nh, S, hs) tensor per layer in ``keys``
-    and ``values`` whose empty slots ``mask`` (B, S) hides.
+    and ``values`` of which each row's first ``pos`` slots are filled (the rest are hidden).
 
     Tensors in, tensors out, nothing written: ``onnx_decode`` exports exactly this. The new key is not in the
     cache yet, so ``attend`` scores it beside the cached ones in one softmax: no write inside the step, and no
@@ -109,13 +107,16 @@ def step(model: GPT, idx, pos, mask, keys: tuple, values: tuple):
     C, nh = cfg.n_embd, cfg.n_head
     sizes = (C // nh, [cfg.block_size, 1])
     x = model.embed(idx, pos)[:, None]  # (B, 1, C)
+    # Each row's slots from its position on are empty: hidden from the softmax by an additive mask (B, 1, 1, S).
+    empty = torch.arange(cfg.block_size, device=pos.device) >= pos[:, None, None, None]
+    mask = torch.where(empty, float("-inf"), 0.0)
     new_keys, new_values = [], []
     for block, cached_keys, cached_values in zip(model.blocks, keys, values):
         attn = block.attn
         # (B, nh, 1, hs) each, as attn.heads splits them: with one token, moving the heads before it moves nothing
         q, k, v = (t.reshape(-1, nh, 1, C // nh) for t in attn.c_attn(block.ln_1(x)).split(C, dim=2))
         now = torch.zeros((), dtype=mask.dtype)  # the new token may always see itself
-        y = attend(q, [cached_keys, k], [cached_values, v], [mask[:, None, None, :], now], sizes=sizes)
+        y = attend(q, [cached_keys, k], [cached_values, v], [mask, now], sizes=sizes)
         h = attn.resid_dropout(attn.c_proj(y.reshape(-1, 1, C)))  # as attn.project joins the heads again
         x = block.after_attention(x, h)
         new_keys.append(k)
@@ -183,14 +184,14 @@ class TorchDecoding(Decoding):
         rows = max(n, self.min_rows)  # the pool's cache has at least min_rows rows
         idx, pos = np.resize(idx, rows), np.resize(pos, rows)  # spare rows repeat real ones: valid, and dropped
         keys, values = (tuple(self._in(layer[:rows]) for layer in part) for part in (cache.keys, cache.values))
-        logits, new_keys, new_values = step(self.model, self._in(idx), self._in(pos), self._in(cache.mask[:rows]),
-                                            keys, values)
+        logits, new_keys, new_values = step(self.model, self._in(idx), self._in(pos), keys, values)
         return self._out(logits[:n]), self._out(torch.stack(new_keys)[:, :n]), self._out(torch.stack(new_values)[:, :n])
 
 
 class Contextless(Decoding):
-    """The unigram and the bigram: the next token's logits depend on the current token at most (a row lookup,
-    exact whatever the batch), so there is nothing to cache."""
+    """The unigram and the bigram: the next token's logits depend on the current token at most, so there is nothing
+    to cache, and every token's logits are worked out once, as the model computes them, into a table: a step
+    is a row lookup (exact whatever the batch), for a model whose weights no longer change while it decodes."""
 
     @property
     def window(self) -> int:
@@ -200,17 +201,17 @@ class Contextless(Decoding):
     def cached(self) -> bool:
         return False
 
+    @torch.inference_mode()
     def __init__(self, model: GPT):
         super().__init__(model)
-        self.device = next(model.parameters()).device
+        every = torch.arange(model.config.vocab_size, device=next(model.parameters()).device)
+        self.table = model(every[:, None])[0][:, 0].float().cpu().numpy()  # (V, V): row t, the logits after t
 
-    @torch.inference_mode()
     def encode(self, windows: np.ndarray):
         return self.advance(None, len(windows), windows[:, -1], np.zeros(len(windows), np.int64))
 
-    @torch.inference_mode()
     def advance(self, cache, n: int, idx: np.ndarray, pos: np.ndarray):
-        return self.model(torch.from_numpy(idx[:, None]).to(self.device))[0][:, 0].float().cpu().numpy(), None, None
+        return self.table[idx], None, None
 
 
 def torch_decoding(model: GPT) -> Decoding:

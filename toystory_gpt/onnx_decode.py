@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import threading
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -70,18 +71,21 @@ class OnnxDecoding(Decoding):
         super().__init__(model)
         cfg = model.config
         layers = range(cfg.n_layer)
-        self.step_inputs = ["idx", "pos", "mask", *(f"keys.{i}" for i in layers), *(f"values.{i}" for i in layers)]
+        self.step_inputs = ["idx", "pos", *(f"keys.{i}" for i in layers), *(f"values.{i}" for i in layers)]
         # An example batch of 2: the exporter would specialise a dimension of size 1.
         scratch = KVCache(cfg, 2)
         two = torch.zeros(2, dtype=torch.long)
         batch = {"logits": {0: "B"}, "keys": {1: "B"}, "values": {1: "B"}}
-        self.step = _session(model, step, (two, two, torch.from_numpy(scratch.mask),
-                                           tuple(torch.from_numpy(k) for k in scratch.keys),
+        self.step = _session(model, step, (two, two, tuple(torch.from_numpy(k) for k in scratch.keys),
                                            tuple(torch.from_numpy(v) for v in scratch.values)),
                              self.step_inputs, {**{name: {0: "B"} for name in self.step_inputs}, **batch})
         self.prefill = _session(model, prefill, (torch.zeros(2, 3, dtype=torch.long),), ["idx"],
                                 {"idx": {0: "B", 1: "T"}, "logits": {0: "B", 1: "T"}, "keys": {1: "B", 3: "T"},
                                  "values": {1: "B", 3: "T"}})
+        # Per cache and number of rows, the step's inputs and outputs bound where they lie (made on first use, kept
+        # as long as the cache): a step then passes no arrays through Python, and allocates nothing.
+        self._bound: weakref.WeakKeyDictionary[KVCache, dict[int, _Bound]] = weakref.WeakKeyDictionary()
+        self._binding = threading.Lock()
         self.check()
 
     def encode(self, windows: np.ndarray):
@@ -89,8 +93,18 @@ class OnnxDecoding(Decoding):
         return logits[:, -1], keys, values
 
     def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
-        mask, keys, values = cache.first(n)
-        return tuple(self.step.run(None, dict(zip(self.step_inputs, (idx, pos, mask, *keys, *values)))))
+        """As ``Decoding.advance``; the arrays returned are overwritten by the next step on this cache's ``n`` rows."""
+        bound = self._bound.get(cache, {}).get(n) or self._bind(cache, n)
+        bound.idx[:] = idx
+        bound.pos[:] = pos
+        self.step.run_with_iobinding(bound.binding)
+        return bound.outputs
+
+    def _bind(self, cache: KVCache, n: int) -> _Bound:
+        with self._binding:
+            bound = _Bound(self, cache, n)
+            self._bound.setdefault(cache, {})[n] = bound
+            return bound
 
     def check(self) -> None:
         """Encode a window and take one step in both runtimes and compare: an exporter that mistranslates
@@ -107,6 +121,23 @@ class OnnxDecoding(Decoding):
             if not np.allclose(logits, want, rtol=0, atol=_TOLERANCE):
                 raise ValueError(f"the exported model's logits differ from PyTorch's by "
                                  f"{np.abs(logits - want).max():.2g}")
+
+
+class _Bound:
+    """``decoding``'s step bound to the first ``n`` rows of ``cache`` (read where they lie) and to buffers of its own
+    for the new tokens and positions and for the outputs."""
+
+    def __init__(self, decoding: OnnxDecoding, cache: KVCache, n: int):
+        cfg = decoding.config
+        self.idx, self.pos = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        new = (cfg.n_layer, n, cfg.n_head, 1, cfg.n_embd // cfg.n_head)
+        self.outputs = (np.zeros((n, cfg.vocab_size), np.float32), np.zeros(new, np.float32), np.zeros(new, np.float32))
+        self.binding = decoding.step.io_binding()
+        keys, values = cache.first(n)  # views made once, kept by the cache: their memory never moves
+        for name, array in zip(decoding.step_inputs, (self.idx, self.pos, *keys, *values)):
+            self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        for name, array in zip(("logits", "keys", "values"), self.outputs):
+            self.binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
 
 
 def export(model: GPT) -> OnnxDecoding | None:

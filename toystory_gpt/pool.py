@@ -21,7 +21,7 @@ import numpy as np
 
 from .decoding import Decoding, KVCache, refill_length, torch_decoding
 from .model import GPT
-from .sampler import START, Draws, pick
+from .sampler import START, Draws, Settings, pick
 from .tokenizer import CharTokenizer
 
 # The most windows encoded in one call. ONNX Runtime keeps, per model, the memory its largest call needed, which
@@ -85,7 +85,9 @@ class Pool:
         self.temperature = np.zeros(rows, np.float64)
         self.top_k = np.zeros(rows, np.int64)
         self.idx = np.zeros(rows, np.int64)
+        self.rows = np.arange(rows)
         self.draws = Draws(rows)
+        self.settings = Settings([], [], decoding.config.vocab_size)  # the live rows', made again as they change
         self.joining: list[Sequence] = []  # appended from any thread
         self._joining_lock = threading.Lock()  # the tick takes out cancelled ones wherever they wait
         self._taken: list[Sequence] = []  # what this tick saw end, until it returns them
@@ -94,11 +96,6 @@ class Pool:
     @property
     def busy(self) -> bool:
         return bool(self.live or self.joining)
-
-    @property
-    def cost(self) -> int:
-        """Roughly what a tick costs, to share ticks out between threads: blocks times rows."""
-        return max(1, self.decoding.config.n_layer) * min(self.capacity, len(self.live) + len(self.joining))
 
     def join(self, sequence: Sequence) -> None:
         with self._joining_lock:
@@ -154,6 +151,7 @@ class Pool:
             self._encode(group, rows)
             self.live.extend(group)
         self._in_hand = []
+        self._settle()
 
     def _encode(self, group: list[Sequence], rows: np.ndarray) -> None:
         """Encode the windows (of one length) of ``group`` into ``rows``, ENCODE_ROWS at a time: a window's bits
@@ -166,17 +164,23 @@ class Pool:
                 self.cache.fill(at, keys, values)
             self.logits[at] = logits
 
+    def _settle(self) -> None:
+        """The live rows changed: work out their sampling settings again."""
+        n = len(self.live)
+        self.settings = Settings(self.temperature[:n], self.top_k[:n], self.decoding.config.vocab_size)
+
     def _write(self) -> None:
         n = len(self.live)
-        temperature = self.temperature[:n]
-        tokens = pick(self.logits[:n], temperature, self.top_k[:n], self.draws.next(n, temperature > 0))
+        tokens = pick(self.logits[:n], self.settings, self.draws.next(n, self.settings.drawn))
         self.idx[:n] = tokens
         for sequence, token in zip(self.live, tokens.tolist()):
             sequence.text.append(sequence.vocab[token])
             sequence.window.append(token)
 
     def _retire(self) -> None:
-        for row in reversed([i for i, s in enumerate(self.live) if s.finished]):
+        if not (finished := [i for i, s in enumerate(self.live) if s.finished]):
+            return
+        for row in reversed(finished):
             self._taken.append(self.live[row])
             last = len(self.live) - 1  # rows after `row` that finished are already gone: `last` is live
             if row != last:
@@ -187,6 +191,7 @@ class Pool:
                 self.draws.move(last, row)
                 self.live[row] = self.live[last]
             self.live.pop()
+        self._settle()
 
     def _advance(self) -> None:
         """Every live sequence's logits after the character it just wrote: one batched step, and the rows whose
@@ -198,13 +203,14 @@ class Pool:
                 del sequence.window[:-1]
             return
         # The cache holds every token but the newest: a full cache has no slot left for it.
-        full = self.cache.lengths[:n] >= self.decoding.window
-        pos = np.minimum(self.cache.lengths[:n], self.decoding.window - 1)  # keeps a full row's (discarded) step valid
-        stepped = np.flatnonzero(~full)
-        if stepped.size == n:  # the usual tick: every row steps, and slices stand for the rows
-            self.logits[:n], new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
-            self.cache.append(stepped, new_keys, new_values)
+        lengths = self.cache.lengths[:n]
+        if lengths.max() < self.decoding.window:  # the usual tick: every row steps, at its length
+            self.logits[:n], new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], lengths)
+            self.cache.append(self.rows[:n], new_keys, new_values)
             return
+        full = lengths >= self.decoding.window
+        pos = np.minimum(lengths, self.decoding.window - 1)  # keeps a full row's (discarded) step valid
+        stepped = np.flatnonzero(~full)
         if stepped.size:  # the full rows' step is discarded: they are encoded again below
             logits, new_keys, new_values = self.decoding.advance(self.cache, n, self.idx[:n], pos)
             self.cache.append(stepped, new_keys[:, stepped], new_values[:, stepped])

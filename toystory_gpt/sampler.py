@@ -9,36 +9,51 @@ import numpy as np
 START = "\n"
 
 
-def odds(logits: np.ndarray, temperature, top_k) -> np.ndarray:
-    """Unnormalised sampling weights in float64, the shape of ``logits`` ((V,) or (n, V) with a temperature and
-    top-k per row): the softmax of ``logits / temperature``, scaled so that the likeliest token weighs 1, with
-    everything below the k-th largest logit cut to 0 (tokens tied with it all stay in; ``top_k`` 0 keeps all).
-    At temperature 0 only the likeliest tokens are left.
+class Settings:
+    """Rows' temperatures and top-ks (n,), and what sampling derives from them, worked out once for as long as the
+    rows stay the same: a pool's tick then runs only the arithmetic (on a few rows, each NumPy call costs more than
+    the numbers it computes)."""
 
-    In NumPy on purpose: these are a few dozen numbers a row, and torch's per-call overhead would rival a model step.
-    """
+    def __init__(self, temperature, top_k, vocab_size: int):
+        self.temperature = np.atleast_1d(np.asarray(temperature, np.float64))
+        n = len(self.temperature)
+        self.top_k = np.full(n, top_k, np.int64) if np.ndim(top_k) == 0 else np.asarray(top_k, np.int64)
+        greedy = self.temperature == 0
+        self.greedy = greedy if greedy.any() else None  # None: no row is greedy
+        self.divisor = np.where(greedy, 1.0, self.temperature)[:, None]
+        cut = (self.top_k > 0) & (self.top_k < vocab_size)
+        self.cut = cut if cut.any() else None  # None: no row keeps only its top k
+        self.kth = (np.arange(cut.sum()), self.top_k[cut] - 1)  # where each cut row's k-th largest logit is, sorted
+        self.drawn = self.temperature > 0  # rows that draw; the others take the argmax
+        self.everyone = bool(self.drawn.all())
+        self.anyone = bool(self.drawn.any())
+
+    def odds(self, logits: np.ndarray) -> np.ndarray:
+        """Unnormalised sampling weights in float64 (n, V) for ``logits`` (n, V): the softmax of
+        ``logits / temperature``, scaled so that the likeliest token weighs 1, with everything below the k-th
+        largest logit cut to 0 (tokens tied with it all stay in; ``top_k`` 0 keeps all). At temperature 0 only
+        the likeliest tokens are left. Row by row: a row's weights never depend on the rows beside it.
+
+        In NumPy on purpose: these are a few dozen numbers a row, and torch's per-call overhead would rival a
+        model step."""
+        # Shift first, so the likeliest logit is 0 and the rest negative, and divide in float64: a tiny
+        # temperature then gives -inf (weight 0) instead of overflowing to inf and a NaN softmax.
+        z = (logits - np.maximum.reduce(logits, axis=1, keepdims=True)).astype(np.float64)
+        with np.errstate(over="ignore"):
+            z /= self.divisor
+        if self.greedy is not None:
+            z[self.greedy] = np.where(z[self.greedy] == 0, 0.0, -np.inf)
+        if self.cut is not None:
+            kth = -np.sort(-z[self.cut], axis=1)[self.kth]
+            z[self.cut] = np.where(z[self.cut] < kth[:, None], -np.inf, z[self.cut])
+        return np.exp(z, out=z)
+
+
+def odds(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
+    """``Settings.odds`` of ``logits`` (V,) or (n, V), one temperature and top-k for every row, shaped as ``logits``."""
     z = np.atleast_2d(logits)
-    n = len(z)
-    temperature, top_k = _per_row(temperature, n, np.float64), _per_row(top_k, n, np.int64)
-    # Shift first, so the likeliest logit is 0 and the rest negative, and divide in float64: a tiny
-    # temperature then gives -inf (weight 0) instead of overflowing to inf and a NaN softmax.
-    z = (z - z.max(axis=1, keepdims=True)).astype(np.float64)
-    greedy = temperature == 0
-    # (The branches only skip work: a handful of NumPy calls on a few numbers each cost as much as the arithmetic.)
-    with np.errstate(over="ignore"):
-        z /= np.where(greedy, 1.0, temperature)[:, None]
-    if greedy.any():
-        z[greedy] = np.where(z[greedy] == 0, 0.0, -np.inf)
-    if (cut := (top_k > 0) & (top_k < z.shape[1])).any():
-        kth = -np.sort(-z[cut], axis=1)[np.arange(cut.sum()), top_k[cut] - 1]
-        z[cut] = np.where(z[cut] < kth[:, None], -np.inf, z[cut])
-    weights = np.exp(z)
+    weights = Settings(np.full(len(z), temperature), top_k, z.shape[1]).odds(z)
     return weights if np.ndim(logits) == 2 else weights[0]
-
-
-def _per_row(value, n: int, dtype) -> np.ndarray:
-    """``value`` as one number per row: a scalar repeated, an array as it is."""
-    return np.full(n, value, dtype) if np.ndim(value) == 0 else np.asarray(value, dtype)
 
 
 def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarray:
@@ -47,25 +62,20 @@ def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarr
     return weights / weights.sum()
 
 
-def pick(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+def pick(logits: np.ndarray, settings: Settings, uniform: np.ndarray) -> np.ndarray:
     """Choose each row's next token (n,) from ``logits`` (n, V): greedy at temperature 0, else where the row's
-    ``uniform`` draw (n,), from [0, 1), falls in ``distribution`` (greedy rows' draws are not read)."""
-    temperature = np.asarray(temperature, np.float64)
-    tokens = np.argmax(logits, axis=1)
-    if not (drawn := temperature > 0).any():
-        return tokens
-    everyone = drawn.all()  # the usual case: no row to leave out, so no copies
-    cdf = np.cumsum(odds(logits if everyone else logits[drawn], temperature if everyone else temperature[drawn],
-                         np.asarray(top_k) if everyone else np.asarray(top_k)[drawn]), axis=1)
+    ``uniform`` draw (n,), from [0, 1), falls in its ``odds`` (greedy rows' draws are not read)."""
+    if not settings.anyone:
+        return np.argmax(logits, axis=1)
+    cdf = np.cumsum(settings.odds(logits), axis=1)
     # Unnormalised: the likeliest weighs 1, so each total is >= 1. Counting the steps at or below u * total is
     # searchsorted(side="right"): it never lands on a zero-probability token (its step is empty). Should u * total
     # round up to the total itself, the last token with any probability is taken.
-    u = (uniform if everyone else uniform[drawn]) * cdf[:, -1]
-    chosen = (cdf <= u[:, None]).sum(axis=1)
-    if (over := chosen == cdf.shape[1]).any():
+    chosen = np.add.reduce(cdf <= (uniform * cdf[:, -1])[:, None], axis=1)
+    if np.maximum.reduce(chosen) == cdf.shape[1]:
+        over = chosen == cdf.shape[1]
         chosen[over] = np.argmax(cdf[over] == cdf[over, -1:], axis=1)
-    tokens[drawn] = chosen
-    return tokens
+    return chosen if settings.everyone else np.where(settings.drawn, chosen, np.argmax(logits, axis=1))
 
 
 class Draws:
@@ -78,6 +88,8 @@ class Draws:
         self.ahead = np.zeros((rows, self.DRAWS))
         self.used = np.zeros(rows, np.int64)
         self.rngs: list[np.random.Generator | None] = [None] * rows
+        self.rows = np.arange(rows)
+        self.left = 0  # ticks every row in use can still draw before one of them must take more: few look
 
     def start(self, row: int, rng: np.random.Generator) -> None:
         """Row ``row`` now draws from ``rng``."""
@@ -86,11 +98,12 @@ class Draws:
 
     def next(self, n: int, drawing: np.ndarray) -> np.ndarray:
         """The first ``n`` rows' next draws (n,); only the rows ``drawing`` (n,) use theirs up."""
-        rows = np.arange(n)
-        if (spent := self.used[:n] == self.DRAWS).any():
-            for row in np.flatnonzero(spent):
+        if self.left <= 0:
+            for row in np.flatnonzero(self.used[:n] == self.DRAWS):
                 self._refill(row)
-        draws = self.ahead[rows, self.used[:n]]
+            self.left = self.DRAWS - int(self.used[:n].max())
+        self.left -= 1
+        draws = self.ahead[self.rows[:n], self.used[:n]]
         self.used[:n] += drawing
         return draws
 

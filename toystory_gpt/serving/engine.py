@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
 
 import torch
 
@@ -88,6 +89,9 @@ class Engine:
         self.models = models
         self.capacity = capacity
         self._pools: dict[tuple[int, int | None], Pool] = {}
+        # What each pool's tick took in its last turn, in seconds: the threads get shares of equal measured time,
+        # whatever the machine, the models and their rows.
+        self._tick_seconds: dict[Pool, float] = {}
         self._wake = threading.Condition()
         self._closed = False
         self.threads = threads
@@ -152,15 +156,15 @@ class Engine:
                 sequence.end("The server is shutting down. Try again in a moment.")
 
     def _shares(self) -> list[list[Pool]]:
-        """The busy pools, shared out between the threads so that each has about as much to do: deep models with
-        many rows cost most, so they go first, each to the thread with the least so far. Called with the lock
-        held: pools are only added under it."""
-        shares, loads = [[] for _ in range(self.threads)], [0] * self.threads
+        """The busy pools, shared out between the threads so that each has about as much to do: the slowest ticks
+        go first, each to the thread with the least so far (a pool not yet measured counts as free). Called with
+        the lock held: pools are only added under it."""
+        shares, loads = [[] for _ in range(self.threads)], [0.0] * self.threads
         busy = [p for p in self._pools.values() if p.busy]
-        for pool in sorted(busy, key=lambda p: -p.cost):
+        for pool in sorted(busy, key=lambda p: -self._tick_seconds.get(p, 0.0)):
             least = loads.index(min(loads))
             shares[least].append(pool)
-            loads[least] += pool.cost
+            loads[least] += self._tick_seconds.get(pool, 0.0)
         return [share for share in shares if share]
 
     def _run(self) -> None:
@@ -176,12 +180,11 @@ class Engine:
             for other in others:
                 other.result()
 
-    @staticmethod
-    def _tick_all(pools: list[Pool]) -> None:
+    def _tick_all(self, pools: list[Pool]) -> None:
         for pool in pools:
-            for _ in range(TICKS_PER_TURN):
-                if not pool.busy:
-                    break
+            started, ticks = time.perf_counter(), 0
+            while ticks < TICKS_PER_TURN and pool.busy:
+                ticks += 1
                 try:
                     ended, error = pool.tick(), None
                 except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
@@ -190,3 +193,5 @@ class Engine:
                     error = f"Milestone {pool.name} failed while writing ({type(exc).__name__}: {exc}). Try again."
                 for sequence in ended:
                     sequence.end(error)
+            if ticks:
+                self._tick_seconds[pool] = (time.perf_counter() - started) / ticks

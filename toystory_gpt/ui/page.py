@@ -7,8 +7,10 @@ tab) and one entry in ``TABS``. The API endpoints are not a tab's: ``endpoints.r
 from __future__ import annotations
 
 import html
+import importlib.util
 import logging
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,9 +93,19 @@ def header_markdown(presentation: Presentation = corpus.SCREENPLAY, ladder: Ladd
             f"{len(ladder)} ideas, one per model</summary><ol>{items}</ol></details></div>")
 
 
+def skip_absent_matplotlib() -> None:
+    """Gradio imports matplotlib around every event it runs, a streamed update included, to set its backend. Where
+    it is not installed, each such import searches every folder on ``sys.path`` again (failed imports are not
+    remembered): a large share of the server's own work while text streams. Recorded as absent once, it fails at
+    once, as Python does for a module set to None in ``sys.modules``."""
+    if "matplotlib" not in sys.modules and importlib.util.find_spec("matplotlib") is None:
+        sys.modules["matplotlib"] = None
+
+
 def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Ladder = LADDER) -> gr.Blocks:
     """Load every milestone of ``ladder`` in ``weights_dir`` and lay out the app; nothing is generated until asked.
     ``service``: serve through this one instead (its caller closes it), e.g. an engine of another size."""
+    skip_absent_matplotlib()
     service = service or api.Service.from_folder(weights_dir, ladder)
     ladder = service.ladder
     service.engine.warm_up()
