@@ -31,7 +31,7 @@ from toystory_gpt.decoding import KVCache, refill_length
 from toystory_gpt.milestones import LADDER
 from toystory_gpt.pool import Pool, Sequence, generate
 from toystory_gpt.report import markdown_table as table
-from toystory_gpt.sampler import pick
+from toystory_gpt.sampler import Settings, pick
 from toystory_gpt.serving import Engine, Models
 
 PROMPT = "WOODY: "      # 7 characters, so GPT-2 with a 128-position table has room for 121 new tokens
@@ -56,9 +56,10 @@ def naive(saved, length: int) -> None:
     """The whole window through ``forward`` for every character: what a KV cache saves."""
     window, block = saved.tokenizer.encode(PROMPT).ids, saved.model.config.block_size
     rng = np.random.default_rng(SEED)
+    settings = Settings([TEMPERATURE], [TOP_K], saved.model.config.vocab_size)
     for _ in range(length):
         logits = saved.model(torch.tensor([window[-block:]]))[0][0, -1].numpy()
-        window.append(int(pick(logits[None], np.array([TEMPERATURE]), np.array([TOP_K]), np.array([rng.random()]))[0]))
+        window.append(int(pick(logits[None], settings, np.array([rng.random()]))[0]))
 
 
 def hf_generate(model, prompt_ids: torch.Tensor, new_tokens: int) -> None:

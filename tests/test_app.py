@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.machinery
+import inspect
 import importlib.util
 import os
 import shutil
@@ -135,8 +136,6 @@ def test_app_module_serves_the_folder_named_by_the_environment(quick_weights):
 
 
 def test_every_endpoint_is_the_apps_not_a_tabs(quick_weights, monkeypatch):
-    from toystory_gpt.ui import page
-
     monkeypatch.setattr(page, "TABS", (page.about,))  # the Compare and Inside tabs removed
     demo = app.build_app(quick_weights)
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
@@ -209,3 +208,14 @@ def test_gradio_looks_for_an_absent_matplotlib_once_not_at_every_event(monkeypat
         with gr.utils.MatplotlibBackendMananger():
             pass
     assert "matplotlib" not in searched
+
+
+def test_gradios_queue_looks_for_work_every_10_ms_not_every_millisecond(quick_weights, monkeypatch):
+    monkeypatch.setattr(page, "TABS", (page.about,))
+    queue = app.build_app(quick_weights)._queue
+    assert queue.sleep_when_free == page.QUEUE_POLL_SECONDS == 0.01
+    assert queue.progress_update_sleep_when_free == page.PROGRESS_POLL_SECONDS
+    # Where Gradio waits, it still reads them: a renamed attribute would be set here and never read.
+    source = inspect.getsource(gr.queueing.Queue)
+    for name in ("sleep_when_free", "progress_update_sleep_when_free"):
+        assert f"await asyncio.sleep(self.{name})" in source

@@ -33,6 +33,11 @@ QUEUE_SIZE = 64
 VIEW_THREADS = 8
 # Visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB.
 SESSIONS_KEPT = 1000
+# How often Gradio's queue looks for an event to start, and for progress to send, when it has none (its own:
+# every 1 and 10 ms). Each look takes Python's lock from the engine's threads, which then wait to get it back;
+# an event started 10 ms later is still started before a visitor can tell.
+QUEUE_POLL_SECONDS = 0.01
+PROGRESS_POLL_SECONDS = 0.05
 
 # System fonts: nothing to fetch, and text looks native on every laptop and phone.
 THEME = gr.themes.Soft(primary_hue="sky", secondary_hue="amber", neutral_hue="slate",
@@ -128,6 +133,8 @@ def build_app(weights_dir: Path, service: api.Service | None = None, ladder: Lad
         endpoints.register(service)
         demo.unload(your_text.closed(service))
     demo.queue(max_size=QUEUE_SIZE)
+    demo._queue.sleep_when_free = QUEUE_POLL_SECONDS  # Gradio 6.31's names (a test checks it still reads them)
+    demo._queue.progress_update_sleep_when_free = PROGRESS_POLL_SECONDS
     demo.max_threads = service.engine.capacity + VIEW_THREADS  # what ``launch`` passes on
     return demo
 
