@@ -198,48 +198,91 @@ def stage(server: Server, users: int, requests: int, length: int) -> dict:
 
 GREEDY_LENGTH = 2000  # characters per milestone of the greedy client's generations: they outlast the stage
 GREEDY_ADDRESS = "203.0.113.7"  # the greedy clients' address (a documentation address), not the visitor's
+GREEDY = dict(DEFAULTS, milestones=[m.number for m in LADDER.milestones], length=GREEDY_LENGTH)
+
+
+class Holders:
+    """``sessions`` clients of one address (``GREEDY_ADDRESS``, sent as X-Forwarded-For as a Space's proxy does),
+    each keeping its fair share of long generations written (all eight x ``GREEDY_LENGTH``): a new one as soon as
+    one ends, until ``stop``."""
+
+    def __init__(self, server: Server, sessions: int):
+        from gradio_client import Client
+
+        self.clients = [Client(server.url, verbose=False, ssl_verify=False,
+                               headers={"X-Forwarded-For": GREEDY_ADDRESS},
+                               httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)}) for _ in range(sessions + 1)]
+        self.extra = self.clients.pop()  # for the one too many
+        self.stopped = threading.Event()
+        self.jobs: list = [None] * (sessions * api.OWNER_LIMIT)
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._hold, args=(slot,), daemon=True)
+                        for slot in range(len(self.jobs))]
+        for thread in self.threads:
+            thread.start()
+
+    def _hold(self, slot: int) -> None:
+        client = self.clients[slot // api.OWNER_LIMIT]
+        seed = 7000 + slot
+        while not self.stopped.is_set():
+            self.jobs[slot] = job = client.submit(**GREEDY, seed=seed, api_name="/generate")
+            try:
+                job.result(timeout=REQUEST_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - counted, never fatal to the run
+                if not self.stopped.is_set():
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+            seed += len(self.jobs)
+
+    def writing(self) -> int:
+        """How many of their generations are being written now."""
+        return sum(job is not None and job.status().code.name in ("PROCESSING", "ITERATING", "PROGRESS")
+                   for job in self.jobs)
+
+    def wait_all_writing(self) -> None:
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while self.writing() < len(self.jobs) and time.monotonic() < deadline and not self.errors:
+            time.sleep(0.05)
+
+    def one_too_many(self) -> str | None:
+        """What their next generation is told: a session's next, or, once the sessions fill the address's share,
+        another session's (None: it was served)."""
+        client = self.clients[0] if len(self.jobs) < api.ADDRESS_LIMIT else self.extra
+        try:
+            client.submit(**GREEDY, seed=7999, api_name="/generate").result(timeout=REQUEST_TIMEOUT)
+            return None
+        except Exception as exc:  # noqa: BLE001 - what the client is told is the figure
+            return str(exc)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for job in self.jobs:
+            if job is not None:
+                job.cancel()
+        for thread in self.threads:
+            thread.join(timeout=HTTP_TIMEOUT)
+        for client in [*self.clients, self.extra]:
+            client.close()
 
 
 def greedy_stage(server: Server, requests: int, length: int, sessions: int = 1) -> dict:
-    """One visitor's ``requests`` generations alone, then beside ``sessions`` clients of one other address each
-    holding its fair share of long ones: p50 alone and beside them, and what their one too many was told."""
-    from gradio_client import Client
-
-    def client() -> Client:
-        return Client(server.url, verbose=False, ssl_verify=False, headers={"X-Forwarded-For": GREEDY_ADDRESS},
-                      httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)})
-
+    """One visitor's ``requests`` generations alone, then beside ``Holders``: p50 alone and beside them, how many
+    they held while it ran, and what their one too many was told."""
     alone = stage(server, 1, requests, length)
-    clients = [client() for _ in range(sessions)]
+    holders = Holders(server, sessions)
     try:
-        greedy = dict(DEFAULTS, milestones=[m.number for m in LADDER.milestones], length=GREEDY_LENGTH)
-        held = [c.submit(**greedy, seed=7000 + i, api_name="/generate")
-                for i, c in enumerate(clients) for _ in range(api.OWNER_LIMIT)]
-        deadline = time.monotonic() + REQUEST_TIMEOUT
-        while not all(job.status().code.name == "PROCESSING" for job in held) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        # Their one too many: a session's next, or, where the sessions fill the address's share, another session's.
-        if len(held) < api.ADDRESS_LIMIT:
-            extra = clients[0]
-        else:
-            extra = client()
-            clients.append(extra)
-        try:
-            extra.submit(**greedy, seed=7999, api_name="/generate").result(timeout=REQUEST_TIMEOUT)
-            refused = None
-        except Exception as exc:  # noqa: BLE001 - what the client is told is the figure
-            refused = str(exc)
+        holders.wait_all_writing()
+        refused = holders.one_too_many()
+        before = holders.writing()
         beside = stage(server, 1, requests, length)
-        still_held = sum(not job.done() for job in held)
-        for job in held:
-            job.cancel()
+        after = holders.writing()
     finally:
-        for c in clients:
-            c.close()
+        holders.stop()
     ratio = beside["p50_s"] / alone["p50_s"] if alone["p50_s"] and beside["p50_s"] else None
     return {"sessions": sessions, "alone_p50_s": alone["p50_s"], "beside_p50_s": beside["p50_s"], "ratio": ratio,
-            "errors": alone["errors"] + beside["errors"], "held": len(held), "still_held_after": still_held,
-            "refused_with": refused}
+            "errors": alone["errors"] + beside["errors"] + len(holders.errors), "held": len(holders.jobs),
+            "writing_before": before, "writing_after": after, "refused_with": refused,
+            "holder_errors": holders.errors[:3]}
 
 
 class Training:
@@ -363,9 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         for fair in run.get("greedy", []):
             ratio = "-" if fair["ratio"] is None else f"{fair['ratio']:.2f}"
             print(f"One visitor's {requests} requests beside {fair['sessions']} client(s) of one other address "
-                  f"holding {fair['held']} all-eight x {GREEDY_LENGTH:,} generations ({fair['still_held_after']} still "
-                  f"writing at the end): p50 {seconds(fair['beside_p50_s'])} s, alone {seconds(fair['alone_p50_s'])} s "
-                  f"({ratio}x; {fair['errors']} errors). Their one too many was told: {fair['refused_with']!r}\n")
+                  f"keeping {fair['held']} all-eight x {GREEDY_LENGTH:,} generations written ({fair['writing_before']}"
+                  f" writing as it started, {fair['writing_after']} as it ended): p50 {seconds(fair['beside_p50_s'])}"
+                  f" s, alone {seconds(fair['alone_p50_s'])} s ({ratio}x; {fair['errors']} errors"
+                  f"{': ' + '; '.join(fair['holder_errors']) if fair['holder_errors'] else ''}). Their one too many "
+                  f"was told: {fair['refused_with']!r}\n")
         for s in run["stages"]:
             for error in s["error_examples"]:
                 print(f"  {s['users']} users, error: {error}")
