@@ -58,6 +58,8 @@ def _session(model: GPT, function, example: tuple, inputs: list[str], dynamic: d
     # One thread per session, and no spinning while idle: the engine drives the models from one thread per core.
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No arena: what a crowd's large batches took is given back once they are done, and a step is no slower.
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3  # its notices about the optimised graph are not for our users
     return ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
 
