@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.machinery
-import inspect
 import importlib.util
+import inspect
 import os
 import shutil
 import subprocess
