@@ -209,9 +209,16 @@ class Holders:
     def __init__(self, server: Server, sessions: int):
         from gradio_client import Client
 
-        self.clients = [Client(server.url, verbose=False, ssl_verify=False,
-                               headers={"X-Forwarded-For": GREEDY_ADDRESS},
-                               httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)}) for _ in range(sessions + 1)]
+        self.clients = []
+        try:
+            for _ in range(sessions + 1):
+                self.clients.append(Client(server.url, verbose=False, ssl_verify=False,
+                                           headers={"X-Forwarded-For": GREEDY_ADDRESS},
+                                           httpx_kwargs={"timeout": httpx.Timeout(HTTP_TIMEOUT)}))
+        except Exception:
+            for client in self.clients:
+                client.close()
+            raise
         self.extra = self.clients.pop()  # for the one too many
         self.stopped = threading.Event()
         self.jobs: list = [None] * (sessions * api.OWNER_LIMIT)
@@ -226,6 +233,9 @@ class Holders:
         seed = 7000 + slot
         while not self.stopped.is_set():
             self.jobs[slot] = job = client.submit(**GREEDY, seed=seed, api_name="/generate")
+            if self.stopped.is_set():  # stop() may have cancelled the jobs it saw before this one
+                job.cancel()
+                return
             try:
                 job.result(timeout=REQUEST_TIMEOUT)
             except Exception as exc:  # noqa: BLE001 - counted, never fatal to the run
@@ -269,15 +279,17 @@ def greedy_stage(server: Server, requests: int, length: int, sessions: int = 1) 
     """One visitor's ``requests`` generations alone, then beside ``Holders``: p50 alone and beside them, how many
     they held while it ran, and what their one too many was told."""
     alone = stage(server, 1, requests, length)
-    holders = Holders(server, sessions)
+    holders = None
     try:
+        holders = Holders(server, sessions)
         holders.wait_all_writing()
         refused = holders.one_too_many()
         before = holders.writing()
         beside = stage(server, 1, requests, length)
         after = holders.writing()
     finally:
-        holders.stop()
+        if holders is not None:
+            holders.stop()
     ratio = beside["p50_s"] / alone["p50_s"] if alone["p50_s"] and beside["p50_s"] else None
     return {"sessions": sessions, "alone_p50_s": alone["p50_s"], "beside_p50_s": beside["p50_s"], "ratio": ratio,
             "errors": alone["errors"] + beside["errors"] + len(holders.errors), "held": len(holders.jobs),

@@ -190,7 +190,8 @@ def test_gradio_looks_for_an_absent_matplotlib_once_not_at_every_event(monkeypat
     streamed update does not search every folder on sys.path for it again."""
     if importlib.util.find_spec("matplotlib") is not None:
         pytest.skip("matplotlib is installed here: nothing to skip")
-    monkeypatch.delitem(sys.modules, "matplotlib", raising=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # recorded, so that the test leaves sys.modules as it was
+    monkeypatch.delitem(sys.modules, "matplotlib")
     searched = []
     real = importlib.machinery.PathFinder.find_spec
 

@@ -53,7 +53,8 @@ def test_a_rows_logits_are_bitwise_the_same_at_every_batch_size_and_slot(service
     rows = max(BATCHES)
     cache = crowd_cache(decoding, rows, seed=milestone)
     idx = np.random.default_rng(1).integers(0, saved.model.config.vocab_size, rows)
-    reference = decoding.advance(cache, rows, idx, cache.lengths[:rows].copy())
+    # A copy: a step's outputs may be the decoding's own buffers, which the next step on this cache overwrites.
+    reference = tuple(a.copy() for a in decoding.advance(cache, rows, idx, cache.lengths[:rows].copy()))
     for n in BATCHES:
         logits, keys, values = decoding.advance(cache, n, idx[:n], cache.lengths[:n].copy())
         for got, want in zip((logits, keys, values), reference):
@@ -234,3 +235,17 @@ def test_a_cancelled_sequence_waiting_for_a_row_leaves_at_the_next_tick(service)
     waiting[1].cancelled = True  # what Generation.cancel sets
     assert pool.tick() == [waiting[1]]  # not when a row frees up for it, behind the others
     assert pool.joining == [waiting[0], waiting[2]] and pool.live == [writing]
+
+
+def test_threads_get_shares_of_equal_measured_time_and_new_pools_are_dealt_out(service):
+    engine = Engine(service.models, threads=2)
+    engine.close()  # its scheduler stopped: the shares are worked out here, not ticked
+    pools = {number: engine.pool(number) for number in (1, 2, 3, 4, 5)}
+    for pool in pools.values():
+        pool.joining.append(Sequence([0], 1, 0.8, 0, np.random.default_rng(0), "ab"))  # busy, never ticked
+    shares = engine._shares()
+    assert sorted(len(share) for share in shares) == [2, 3]  # none measured: each counts as much as the others
+    engine._tick_seconds.update({pools[1]: 0.010, pools[2]: 0.006, pools[3]: 0.004, pools[4]: 0.003})
+    shares = engine._shares()  # pool 5 not measured: counted as their mean, 5.75 ms
+    loads = [sum(engine._tick_seconds.get(p, 0.00575) for p in share) for share in shares]
+    assert len(shares) == 2 and max(loads) / min(loads) < 1.25, loads

@@ -70,7 +70,9 @@ class KVCache:
         if at.max(initial=0) >= self.size:
             raise ValueError(f"sequence of {int(at.max()) + 1} tokens is longer than the context ({self.size})")
         # A row at a time, by plain indexing: an assignment through index arrays lets go of Python's lock while it
-        # copies, and every engine thread would then wait to take it back, every tick.
+        # copies, and another engine thread takes it, so this one waits to get it back, every tick. (A plain copy
+        # lets go too, past 500 numbers, but so short a one seldom loses it: copies of one layer at a time, which
+        # never let go, were no faster.)
         for i, (row, slot) in enumerate(zip(rows.tolist(), at.tolist())):
             self.keys[:, row, :, slot] = new_keys[:, i, :, 0]
             self.values[:, row, :, slot] = new_values[:, i, :, 0]
@@ -148,8 +150,9 @@ class Decoding:
         raise NotImplementedError
 
     def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
-        """Logits (n, V) after one more token per row for ``cache``'s first ``n`` rows, and that token's keys and
-        values (L, n, nh, 1, hs)."""
+        """Logits (n, V) after one more token ``idx`` (n,) per row for ``cache``'s first ``n`` rows, each at its
+        position ``pos`` (n,), its cached length (its slots from there on are hidden), and that token's keys and
+        values (L, n, nh, 1, hs). The arrays returned may be overwritten by the next step on the same cache."""
         raise NotImplementedError
 
 

@@ -84,9 +84,9 @@ class OnnxDecoding(Decoding):
         self.prefill = _session(model, prefill, (torch.zeros(2, 3, dtype=torch.long),), ["idx"],
                                 {"idx": {0: "B", 1: "T"}, "logits": {0: "B", 1: "T"}, "keys": {1: "B", 3: "T"},
                                  "values": {1: "B", 3: "T"}})
-        # Per cache and number of rows, the step's inputs and outputs bound where they lie (made on first use, kept
-        # as long as the cache): a step then passes no arrays through Python, and allocates nothing.
-        self._bound: weakref.WeakKeyDictionary[KVCache, dict[int, _Bound]] = weakref.WeakKeyDictionary()
+        # Per cache, the step's inputs and outputs bound where they lie (made on first use, kept as long as the
+        # cache): a step then passes no arrays through Python, and allocates nothing.
+        self._bound: weakref.WeakKeyDictionary[KVCache, _Bound] = weakref.WeakKeyDictionary()
         self._binding = threading.Lock()
         self.check()
 
@@ -95,18 +95,17 @@ class OnnxDecoding(Decoding):
         return logits[:, -1], keys, values
 
     def advance(self, cache: KVCache, n: int, idx: np.ndarray, pos: np.ndarray):
-        """As ``Decoding.advance``; the arrays returned are overwritten by the next step on this cache's ``n`` rows."""
-        bound = self._bound.get(cache, {}).get(n) or self._bind(cache, n)
-        bound.idx[:] = idx
-        bound.pos[:] = pos
-        self.step.run_with_iobinding(bound.binding)
-        return bound.outputs
+        """As ``Decoding.advance``; the arrays returned are overwritten by the next step on this cache."""
+        bound = self._bound.get(cache) or self._bind(cache)
+        binding, outputs = bound.first(n, cache)
+        bound.idx[:n] = idx
+        bound.pos[:n] = pos
+        self.step.run_with_iobinding(binding)
+        return outputs
 
-    def _bind(self, cache: KVCache, n: int) -> _Bound:
+    def _bind(self, cache: KVCache) -> _Bound:
         with self._binding:
-            bound = _Bound(self, cache, n)
-            self._bound.setdefault(cache, {})[n] = bound
-            return bound
+            return self._bound.setdefault(cache, _Bound(self, cache.rows))
 
     def check(self) -> None:
         """Encode a window and take one step in both runtimes and compare: an exporter that mistranslates
@@ -126,20 +125,34 @@ class OnnxDecoding(Decoding):
 
 
 class _Bound:
-    """``decoding``'s step bound to the first ``n`` rows of ``cache`` (read where they lie) and to buffers of its own
-    for the new tokens and positions and for the outputs."""
+    """``decoding``'s step bound to a cache of ``rows`` rows: buffers as many rows long for the new tokens, their
+    positions and the outputs, and per number of rows n (bound on first use) a binding of the cache's first n rows,
+    read where they lie, and of the buffers' first n. Holds no reference to the cache, which it must not outlive."""
 
-    def __init__(self, decoding: OnnxDecoding, cache: KVCache, n: int):
+    def __init__(self, decoding: OnnxDecoding, rows: int):
         cfg = decoding.config
-        self.idx, self.pos = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        new = (cfg.n_layer, n, cfg.n_head, 1, cfg.n_embd // cfg.n_head)
-        self.outputs = (np.zeros((n, cfg.vocab_size), np.float32), np.zeros(new, np.float32), np.zeros(new, np.float32))
-        self.binding = decoding.step.io_binding()
-        keys, values = cache.first(n)  # views made once, kept by the cache: their memory never moves
-        for name, array in zip(decoding.step_inputs, (self.idx, self.pos, *keys, *values)):
-            self.binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
-        for name, array in zip(("logits", "keys", "values"), self.outputs):
-            self.binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        self.step, self.inputs = decoding.step, decoding.step_inputs
+        self.idx, self.pos = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+        self.logits = np.zeros((rows, cfg.vocab_size), np.float32)
+        self.shape = (cfg.n_layer, cfg.n_head, 1, cfg.n_embd // cfg.n_head)  # a row's new keys, with rows second
+        self.new_keys, self.new_values = (np.zeros(rows * int(np.prod(self.shape)), np.float32) for _ in range(2))
+        self.bindings: dict[int, tuple] = {}
+
+    def first(self, n: int, cache: KVCache) -> tuple:
+        """The binding for the first ``n`` rows, and its outputs: logits (n, V), new keys and values
+        (L, n, nh, 1, hs)."""
+        if (found := self.bindings.get(n)) is None:
+            L, nh, _, hs = self.shape
+            outputs = (self.logits[:n], *(flat[:L * n * nh * hs].reshape(L, n, nh, 1, hs)
+                                          for flat in (self.new_keys, self.new_values)))
+            binding = self.step.io_binding()
+            keys, values = cache.first(n)  # views made once, kept by the cache: their memory never moves
+            for name, array in zip(self.inputs, (self.idx[:n], self.pos[:n], *keys, *values)):
+                binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+            for name, array in zip(("logits", "keys", "values"), outputs):
+                binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+            found = self.bindings[n] = (binding, outputs)
+        return found
 
 
 def export(model: GPT) -> OnnxDecoding | None:

@@ -24,8 +24,8 @@ from .model import GPT
 from .sampler import START, Draws, Settings, pick
 from .tokenizer import CharTokenizer
 
-# The most windows encoded in one call. ONNX Runtime keeps, per model, the memory its largest call needed, which
-# grows with the rows encoded at once; past a few rows, encoding more together saves little time.
+# The most windows encoded in one call: the memory a call needs grows with its rows, and past a few rows
+# encoding more together saves little time.
 ENCODE_ROWS = 8
 
 
@@ -151,12 +151,12 @@ class Pool:
             self._encode(group, rows)
             self.live.extend(group)
         self._in_hand = []
-        self._settle()
+        if ready:
+            self._settle()
 
     def _encode(self, group: list[Sequence], rows: np.ndarray) -> None:
         """Encode the windows (of one length) of ``group`` into ``rows``, ENCODE_ROWS at a time: a window's bits
-        do not depend on the others encoded with it, and the runtime keeps, per model, the memory its largest
-        encode needed."""
+        do not depend on the others encoded with it."""
         for start in range(0, len(group), ENCODE_ROWS):
             chunk, at = group[start:start + ENCODE_ROWS], rows[start:start + ENCODE_ROWS]
             logits, keys, values = self.decoding.encode(np.array([s.window for s in chunk], dtype=np.int64))

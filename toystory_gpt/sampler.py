@@ -15,16 +15,15 @@ class Settings:
     the numbers it computes)."""
 
     def __init__(self, temperature, top_k, vocab_size: int):
-        self.temperature = np.atleast_1d(np.asarray(temperature, np.float64))
-        n = len(self.temperature)
-        self.top_k = np.full(n, top_k, np.int64) if np.ndim(top_k) == 0 else np.asarray(top_k, np.int64)
-        greedy = self.temperature == 0
+        temperature = np.atleast_1d(np.asarray(temperature, np.float64))
+        top_k = np.full(len(temperature), top_k, np.int64) if np.ndim(top_k) == 0 else np.asarray(top_k, np.int64)
+        greedy = temperature == 0
         self.greedy = greedy if greedy.any() else None  # None: no row is greedy
-        self.divisor = np.where(greedy, 1.0, self.temperature)[:, None]
-        cut = (self.top_k > 0) & (self.top_k < vocab_size)
+        self.divisor = np.where(greedy, 1.0, temperature)[:, None]
+        cut = (top_k > 0) & (top_k < vocab_size)
         self.cut = cut if cut.any() else None  # None: no row keeps only its top k
-        self.kth = (np.arange(cut.sum()), self.top_k[cut] - 1)  # where each cut row's k-th largest logit is, sorted
-        self.drawn = self.temperature > 0  # rows that draw; the others take the argmax
+        self.kth = (np.arange(cut.sum()), top_k[cut] - 1)  # where each cut row's k-th largest logit is, sorted
+        self.drawn = temperature > 0  # rows that draw; the others take the argmax
         self.everyone = bool(self.drawn.all())
         self.anyone = bool(self.drawn.any())
 
@@ -64,7 +63,7 @@ def distribution(logits: np.ndarray, temperature: float, top_k: int) -> np.ndarr
 
 def pick(logits: np.ndarray, settings: Settings, uniform: np.ndarray) -> np.ndarray:
     """Choose each row's next token (n,) from ``logits`` (n, V): greedy at temperature 0, else where the row's
-    ``uniform`` draw (n,), from [0, 1), falls in its ``odds`` (greedy rows' draws are not read)."""
+    ``uniform`` draw (n,), from [0, 1), falls in its ``odds`` (greedy rows' draws count for nothing)."""
     if not settings.anyone:
         return np.argmax(logits, axis=1)
     cdf = np.cumsum(settings.odds(logits), axis=1)

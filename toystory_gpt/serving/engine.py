@@ -157,14 +157,17 @@ class Engine:
 
     def _shares(self) -> list[list[Pool]]:
         """The busy pools, shared out between the threads so that each has about as much to do: the slowest ticks
-        go first, each to the thread with the least so far (a pool not yet measured counts as free). Called with
-        the lock held: pools are only added under it."""
+        go first, each to the thread with the least so far (a pool not yet measured counts as the mean of those
+        that are). Called with the lock held: pools are only added under it."""
         shares, loads = [[] for _ in range(self.threads)], [0.0] * self.threads
         busy = [p for p in self._pools.values() if p.busy]
-        for pool in sorted(busy, key=lambda p: -self._tick_seconds.get(p, 0.0)):
+        measured = [self._tick_seconds[p] for p in busy if p in self._tick_seconds]
+        guess = sum(measured) / len(measured) if measured else 1.0
+        seconds = {p: self._tick_seconds.get(p, guess) for p in busy}
+        for pool in sorted(busy, key=lambda p: -seconds[p]):
             least = loads.index(min(loads))
             shares[least].append(pool)
-            loads[least] += self._tick_seconds.get(pool, 0.0)
+            loads[least] += seconds[pool]
         return [share for share in shares if share]
 
     def _run(self) -> None:
@@ -175,7 +178,10 @@ class Engine:
                 if self._closed:
                     return
             # This thread takes the first share itself: one hand-over per tick and thread, not one per pool.
-            others = [self._workers.submit(self._tick_all, share) for share in shares[1:]]
+            try:
+                others = [self._workers.submit(self._tick_all, share) for share in shares[1:]]
+            except RuntimeError:  # the interpreter is exiting, and has shut the workers down (close() was not called)
+                return
             self._tick_all(shares[0])
             for other in others:
                 other.result()

@@ -33,9 +33,9 @@ QUEUE_SIZE = 64
 VIEW_THREADS = 8
 # Visitors whose component state Gradio keeps, ~0.1 MB each: its default of 10,000 could hold ~1 GB.
 SESSIONS_KEPT = 1000
-# How often Gradio's queue looks for an event to start, and for progress to send, when it has none (its own:
-# every 1 and 10 ms). Each look takes Python's lock from the engine's threads, which then wait to get it back;
-# an event started 10 ms later is still started before a visitor can tell.
+# How often Gradio's queue looks again for an event it can start, when it could start none (its own: every 1 ms),
+# and for progress to send (every 10 ms). Each look takes Python's lock from the engine's threads, which then wait
+# to get it back; an event started 10 ms later is still started before a visitor can tell.
 QUEUE_POLL_SECONDS = 0.01
 PROGRESS_POLL_SECONDS = 0.05
 
