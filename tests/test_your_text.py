@@ -6,7 +6,9 @@ store's names, time limit and cap; the zip round trip; and through gradio_client
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
+import threading
 import zipfile
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -18,7 +20,7 @@ from gradio_client.exceptions import AppError
 import app
 from tests.conftest import LADDER_TEXT
 from toystory_gpt import __main__ as cli
-from toystory_gpt import api, hub, training_job
+from toystory_gpt import api, hub, trainer, training_job
 from toystory_gpt.record import ResultRow
 from toystory_gpt.serving.visitor_ladders import Full, Unknown, VisitorLadders
 from toystory_gpt.tokenizer import CharTokenizer
@@ -124,6 +126,31 @@ def test_stop_kills_the_worker_and_frees_everything(tiny, trained):
     assert list(updates) == [] and tiny.trainings.running is None
     again = tiny.start_training(text_of(tiny), [1], owner="page-2")  # the machine is free for the next one
     again.stop()
+
+
+def test_a_worker_forked_while_another_thread_holds_the_progress_bars_lock_still_trains(tiny, trained):
+    """A forked worker has only the thread that forked: a lock another thread held at the fork stays held there, and
+    the trainer's progress bar would wait for tqdm's forever."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with trainer.tqdm.get_lock():
+            held.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        running = tiny.start_training(text_of(tiny), [1], owner="page-6")
+        reader = concurrent.futures.ThreadPoolExecutor(1).submit(lambda: list(running.updates()))
+        try:
+            assert reader.result(timeout=60) and running.finished
+        finally:
+            running.stop()
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_one_training_at_a_time(tiny, trained):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,13 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .batches import BatchSampler, evaluation_batches
 from .record import Evaluation
+
+
+def fresh_progress_lock() -> None:
+    """In a forked worker, before training: the progress bars' lock made anew (tqdm's own way for workers). The one
+    inherited may have been held at the fork by another thread, which the worker does not have: it would wait for
+    it forever."""
+    tqdm.set_lock(threading.RLock())
 
 
 @dataclass

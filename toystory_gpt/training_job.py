@@ -32,7 +32,7 @@ from .milestones import Ladder, Milestone
 from .model import GPT
 from .record import Evaluation, RunSummary
 from .tokenizer import CharTokenizer
-from .trainer import TrainConfig
+from .trainer import TrainConfig, fresh_progress_lock
 
 try:  # on ZeroGPU the GPU exists only inside a @spaces.GPU call; elsewhere the decorator does nothing
     import spaces
@@ -293,6 +293,7 @@ def run(job: Job) -> Iterator[Progress]:
 
 
 def _on_gpu(job: Job) -> Iterator[Progress]:
+    fresh_progress_lock()  # ZeroGPU runs this in a process it forked
     yield from run(job)
 
 
@@ -308,6 +309,7 @@ def _worker(job: Job, updates) -> None:
     """The forked worker: lower priority and one thread on the CPU; every progress record sent back as it comes,
     the trainer's progress bars not written to the server's log."""
     sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
+    fresh_progress_lock()
     if job.plan.device == "cpu":
         os.nice(NICENESS)
         torch.set_num_threads(1)
