@@ -88,7 +88,7 @@ class Draws:
         self.used = np.zeros(rows, np.int64)
         self.rngs: list[np.random.Generator | None] = [None] * rows
         self.rows = np.arange(rows)
-        self.left = 0  # ticks every row in use can still draw before one of them must take more: few look
+        self.left = 0  # ticks for which every row in use still has draws taken ahead: no row is checked till then
 
     def start(self, row: int, rng: np.random.Generator) -> None:
         """Row ``row`` now draws from ``rng``."""
