@@ -64,9 +64,8 @@ class VisitorLadders(Generic[T]):
         with self._lock:
             self._kept[kept.name] = kept
             gone = owner in self._gone
-        mine = [other.name for other in self.all() if owner is not None and other.owner == owner]
-        for name in [name for name in mine if gone or name != kept.name]:
-            self.drop(name)  # a page uses one ladder, its latest: an earlier one only takes room
+        if owner is not None:  # a page uses one ladder, its latest: an earlier one only takes room
+            self._drop_where(lambda other: other.owner == owner and (gone or other is not kept))
         if gone:
             raise Unknown(kept.name)
         return kept
@@ -99,16 +98,19 @@ class VisitorLadders(Generic[T]):
         """Drop every ladder the page ``owner`` trained (it closed), and any that finishes loading for it later."""
         with self._lock:
             self._gone[owner] = self._clock()
-        for name in [kept.name for kept in list(self._kept.values()) if kept.owner == owner]:
-            self.drop(name)
+        self._drop_where(lambda kept: kept.owner == owner)
 
     def expire(self) -> None:
         now = self._clock()
         with self._lock:
             self._gone = {owner: when for owner, when in self._gone.items() if now - when <= self.ttl}
-        for name in [kept.name for kept in list(self._kept.values()) if now - kept.used > self.ttl]:
-            self.drop(name)
+        self._drop_where(lambda kept: now - kept.used > self.ttl)
 
     def close(self) -> None:
-        for name in list(self._kept):
-            self.drop(name)
+        self._drop_where(lambda kept: True)
+
+    def _drop_where(self, dropped: Callable[[Kept[T]], bool]) -> None:
+        """Drop every ladder kept now for which ``dropped`` is true."""
+        for kept in self.all():
+            if dropped(kept):
+                self.drop(kept.name)

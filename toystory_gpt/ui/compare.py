@@ -123,6 +123,11 @@ def notice_markdown(models, weights_dir) -> str:
                      for m in missing)
 
 
+def step_choices(models) -> list[tuple[str, int | str]]:
+    """The Weights menu: the final weights, then every training step at which some milestone kept a snapshot."""
+    return [("final (each one's best)", api.FINAL), *((f"as at step {s:,}", s) for s in models.snapshot_steps())]
+
+
 def build(context) -> None:
     service = context.service
     models = service.models
@@ -185,9 +190,7 @@ def build(context) -> None:
                               info="Sample only from the k likeliest characters; 0 = off")
             seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=api.MAX_SEED, elem_id="seed",
                              info="Same seed and settings → the same text, so comparisons are fair")
-            step = gr.Dropdown([("final (each one's best)", api.FINAL),
-                                *((f"as at step {s:,}", s) for s in models.snapshot_steps())],
-                               value=api.FINAL, label="Weights", elem_id="weights-step",
+            step = gr.Dropdown(step_choices(models), value=api.FINAL, label="Weights", elem_id="weights-step",
                                info="The milestones as they were part-way through training (snapshots kept then); "
                                     "each card's loss is that of the weights it writes with")
             chosen = gr.CheckboxGroup([(ladder[n].label, n) for n in available], value=available,
@@ -221,11 +224,10 @@ def build(context) -> None:
         """The app's ladder or the visitor's: its milestones chosen, its prompt, its snapshots and its cards."""
         with endpoints.answered():
             shown = service.on(ladder_name).models
-        steps = [("final (each one's best)", api.FINAL), *((f"as at step {s:,}", s) for s in shown.snapshot_steps())]
         presentation = next(iter(shown.saved.values())).record.corpus.presentation if shown.saved else None
         return (gr.CheckboxGroup(value=sorted(shown.saved)),
                 presentation.default_prompt if presentation else gr.skip(),
-                gr.Dropdown(choices=steps, value=api.FINAL), *card_stats(api.FINAL, ladder_name))
+                gr.Dropdown(choices=step_choices(shown), value=api.FINAL), *card_stats(api.FINAL, ladder_name))
 
     step.change(card_stats, [step, ladder_switch], stats, api_visibility="private", queue=False,
                 show_progress="hidden")

@@ -326,7 +326,7 @@ def choose(attention: np.ndarray, layer: str, head: str) -> tuple[np.ndarray, st
         note.append(f"has {heads} head{'s' * (heads > 1)}")
     by_layer = attention.mean(0) if layer == MEAN or int(layer) > layers else attention[int(layer) - 1]
     chosen = by_layer.mean(0) if head == MEAN or int(head) > heads else by_layer[int(head) - 1]
-    return chosen, (" (" + ", ".join(note) + ": mean shown)") if note else ""
+    return chosen, (", ".join(note) + ": mean shown") if note else ""
 
 
 def attention_html(models: Models, req: analysis.Request, looks: Sequence[analysis.Look], layer: str,
@@ -341,7 +341,7 @@ def attention_html(models: Models, req: analysis.Request, looks: Sequence[analys
             continue
         weights, note = choose(seen.attention, layer, head)
         if note:
-            notes.append(milestone.label + note.replace(" (", " ", 1).removesuffix(")"))
+            notes.append(f"{milestone.label} {note}")
         row = weights[-1]  # (T,): the query is the slot's last character of context
         cells = "".join(
             _cell_html(context[seen.start + j], None, f"background:{attention_colour(w)}",
@@ -372,13 +372,14 @@ def heatmap_html(models: Models, req: analysis.Request, seen: analysis.Look | No
     context = analysis.START + req.text
     first, last = context[seen.start], context[seen.start + len(weights) - 1]
     label = models[seen.milestone].milestone.label
+    noted = f"{label} ({note})" if note else label
     return (f'<div class="ins-map"><div class="ins-map-top">looks at (key) →<span>{html.escape(quoted(first))} … '
             f'{html.escape(quoted(last))}</span></div><div class="ins-map-body"><div class="ins-map-side">'
             f'reading (query) ↓</div><img alt="attention map of {html.escape(label)}" '
             f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"></div>'
             f'<p>weight 0 <span class="ins-scale ins-attention-scale"></span> 1 (shaded by its square root, so small '
             f'weights still show)</p>'
-            f'<p>{html.escape(label)}{html.escape(note)}, layer {layer}, head {head}: row i is the character at '
+            f'<p>{html.escape(noted)}, layer {layer}, head {head}: row i is the character at '
             f'position i of the context ({len(weights)} characters, from {html.escape(quoted(first))} at the top '
             f'left to {html.escape(quoted(last))} at the bottom right) and how much it looks at each column j ≤ i; '
             f'nothing above the diagonal: no model may look ahead. The bottom row is the attention shown '

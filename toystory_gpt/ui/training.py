@@ -68,6 +68,11 @@ def evaluation_steps(found: dict, ladder: Ladder = LADDER) -> list[int]:
                    for point in record.history})
 
 
+def slider_step(steps: list[int]) -> int:
+    """The rewind slider's step between evaluations (``evaluation_steps``, at least one)."""
+    return steps[1] - steps[0] if len(steps) > 1 else 1
+
+
 def rewind_html(found: dict, step: int, ladder: Ladder = LADDER) -> str:
     """One card per milestone: what it wrote at ``step`` and its val loss then (its last evaluation before
     ``step`` if it stopped earlier or skipped that step); past its best step, the card says so: the weights
@@ -118,7 +123,7 @@ def build(context) -> None:
                 "higher loss than the Compare tab's, whose final weights are that best step's. Snapshots of the "
                 "weights at some steps can write anything in the Compare tab (*Weights*).")
     with gr.Row(equal_height=False, elem_id="rewind-controls"):
-        rewind = gr.Slider(steps[0], last, last, step=steps[1] - steps[0] if len(steps) > 1 else 1,
+        rewind = gr.Slider(steps[0], last, last, step=slider_step(steps),
                            label="Training step", elem_id="rewind-step", scale=5, min_width=160)
         play = gr.Button("▶ Play", elem_id="rewind-play", scale=1, min_width=80)
         pause = gr.Button("❚❚ Pause", elem_id="rewind-pause", scale=1, min_width=80)
@@ -133,7 +138,7 @@ def build(context) -> None:
 
     def walk(at):
         """From the step shown (from the start if that is the last), one evaluation every PLAY_DELAY."""
-        start = next((i for i, step in enumerate(steps) if step > at), 0) if at < last else 0
+        start = next((i for i, step in enumerate(steps) if step > at), 0)
         for step in steps[start:]:
             yield step
             time.sleep(PLAY_DELAY)

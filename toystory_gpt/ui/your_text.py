@@ -155,7 +155,6 @@ def build(context) -> None:
         rewind = gr.Slider(0, 1, 1, step=1, label="Rewind: your ladder's training step", visible=False,
                            elem_id="yt-rewind-step")
     rewind_cards = gr.HTML(elem_id="yt-rewind")
-    name = gr.State()  # the visitor's ladder's name, once trained: kept per page, never listed
     folder = gr.State()
     switches = context.shared.get("switches", [])
 
@@ -174,16 +173,16 @@ def build(context) -> None:
             if update.ladder is None:
                 label = ladder[update.milestone].label if update.milestone else ""
                 yield (update.plan, progress_html(update, label), curves_html(points, ladder),
-                       samples_html(latest, ladder), gr.skip(), None, None, gr.DownloadButton(visible=False),
+                       samples_html(latest, ladder), gr.skip(), None, gr.DownloadButton(visible=False),
                        gr.Slider(visible=False), "", *unchanged)
                 continue
             kept = service.ladders.get(update.ladder)
             yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
                               visible=True)] * len(switches)
-            # the ladder reaches the page first: nothing below can lose it
+            # the ladder reaches the page first (its name as the switches' value): nothing below can lose it
             yield (update.plan, progress_html(update, "done"), curves_html(points, ladder),
-                   samples_html(latest, ladder), gr.skip(), update.ladder, str(kept.folder), gr.skip(), gr.skip(),
-                   gr.skip(), *yours)
+                   samples_html(latest, ladder), gr.skip(), str(kept.folder), gr.skip(), gr.skip(), gr.skip(),
+                   *yours)
             rows, found, zipped = await asyncio.gather(
                 asyncio.to_thread(report.collect_rows, kept.folder, None, ladder),
                 asyncio.to_thread(training.records, kept.folder, ladder), asyncio.to_thread(archive, kept.folder))
@@ -191,14 +190,13 @@ def build(context) -> None:
             notes = budget_notes(rows, running.job.plan)
             summary = (f"### Your ladder\n\nTrained with {running.job.plan.recipe.name} on "
                        f"{running.job.plan.device}.\n\n{report.table(rows, ladder=ladder)}\n\n{notes}")
-            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), summary, gr.skip(), gr.skip(),
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), summary, gr.skip(),
                    gr.DownloadButton(value=str(zipped), visible=True),
-                   gr.Slider(steps[0], steps[-1], steps[-1], step=max(1, steps[1] - steps[0]) if len(steps) > 1
-                             else 1, visible=True),
+                   gr.Slider(steps[0], steps[-1], steps[-1], step=training.slider_step(steps), visible=True),
                    training.rewind_html(found, steps[-1], ladder), *unchanged)
         if not running.finished:
             yield ("", "<p>Stopped: nothing was kept.</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                   gr.skip(), gr.skip(), gr.skip(), *unchanged)
+                   gr.skip(), gr.skip(), *unchanged)
 
     def preview(pasted, uploaded, numbers) -> str:
         """The plan and its cost, before Start; or why this text cannot be trained on."""
@@ -211,32 +209,37 @@ def build(context) -> None:
         except (api.InvalidRequest, corpus.CorpusError) as exc:
             return f"**This cannot be trained on:** {html.escape(str(exc))}"
 
-    def stop_training(visitor: gr.Request) -> None:
-        running = service.trainings.running if service.trainings else None
-        if running is not None and running.owner == visitor.session_hash:
-            running.stop()
-
     def rewound(step, at):
         if not at:
             return ""
         return training.rewind_html(training.records(Path(at), ladder), int(step), ladder)
 
-    outputs = [plan, progress, curves, samples, results, name, folder, download, rewind, rewind_cards, *switches]
+    outputs = [plan, progress, curves, samples, results, folder, download, rewind, rewind_cards, *switches]
     gr.on([text.change, upload.change, chosen.change], preview, [text, upload, chosen], plan,
           api_visibility="private", show_progress="hidden", trigger_mode="always_last")
     start.click(train_here, [text, upload, chosen], outputs, api_visibility="private", concurrency_limit=None,
                 show_progress="hidden")
-    stop.click(stop_training, None, None, queue=False, api_visibility="private")
+    stop.click(stopper(service), None, None, queue=False, api_visibility="private")
     rewind.change(rewound, [rewind, folder], rewind_cards, api_visibility="private", show_progress="hidden")
+
+
+def stopper(service: api.Service):
+    """Stop: the training this page started, if one runs, stops."""
+
+    def stop(visitor: gr.Request) -> None:
+        running = service.trainings.running if service.trainings else None
+        if running is not None and running.owner == visitor.session_hash:
+            running.stop()
+
+    return stop
 
 
 def closed(service: api.Service):
     """The page closed: its training stops and its ladders are dropped, everything they held freed."""
+    stop = stopper(service)
 
     def close(visitor: gr.Request) -> None:
-        running = service.trainings.running if service.trainings else None
-        if running is not None and running.owner == visitor.session_hash:
-            running.stop()
+        stop(visitor)
         if service.ladders is not None:
             service.ladders.drop_owner(visitor.session_hash)
 
