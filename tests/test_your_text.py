@@ -12,7 +12,9 @@ import threading
 import zipfile
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from types import SimpleNamespace
 
+import gradio as gr
 import httpx
 import pytest
 from gradio_client.exceptions import AppError
@@ -329,3 +331,22 @@ def test_a_prompt_a_ladder_cannot_start_from_is_refused_before_it_generates(tiny
                                                  "has no newline to start from"):
         tiny.generate_request(milestones=[1, 2], **{**GENERATE, "prompt": "xyz"})
     assert tiny.generate_request(milestones=[1, 2], **{**GENERATE, "prompt": "a"}).prompt == "a"
+
+
+def test_the_tab_says_why_a_training_failed(tiny, quick_weights, monkeypatch):
+    """A training that fails after it started reaches the page as its message, not as Gradio's bare "Error"."""
+    demo = app.build_app(quick_weights, tiny)
+    train_here = next(fn.fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "train_here")
+    monkeypatch.setattr(tiny, "start_training", lambda *args: None)
+
+    async def failing(training, owner):
+        raise api.InvalidRequest("The training failed (RuntimeError: out of memory).")
+        yield
+
+    monkeypatch.setattr(tiny, "train", failing)
+
+    async def run():
+        return [update async for update in train_here(TEXT, None, NUMBERS, SimpleNamespace(session_hash="page-9"))]
+
+    with pytest.raises(gr.Error, match="out of memory"):
+        asyncio.run(run())

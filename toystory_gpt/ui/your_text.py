@@ -165,35 +165,37 @@ def build(context) -> None:
             running = service.start_training(text, request.milestones, visitor.session_hash)
         points, latest = {}, {}
         unchanged = [gr.skip()] * len(switches)  # the switches keep any earlier ladder until this one is done
-        async for update in service.train(running, visitor.session_hash):
-            if update.evaluation is not None:
-                point = update.evaluation
-                points.setdefault(update.milestone, []).append((point.step, point.val_loss))
-                latest[update.milestone] = point
-            if update.ladder is None:
-                label = ladder[update.milestone].label if update.milestone else ""
-                yield (update.plan, progress_html(update, label), curves_html(points, ladder),
-                       samples_html(latest, ladder), gr.skip(), None, gr.DownloadButton(visible=False),
-                       gr.Slider(visible=False), "", *unchanged)
-                continue
-            kept = service.ladders.get(update.ladder)
-            yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
-                              visible=True)] * len(switches)
-            # the ladder reaches the page first (its name as the switches' value): nothing below can lose it
-            yield (update.plan, progress_html(update, "done"), curves_html(points, ladder),
-                   samples_html(latest, ladder), gr.skip(), str(kept.folder), gr.skip(), gr.skip(), gr.skip(),
-                   *yours)
-            rows, found, zipped = await asyncio.gather(
-                asyncio.to_thread(report.collect_rows, kept.folder, None, ladder),
-                asyncio.to_thread(training.records, kept.folder, ladder), asyncio.to_thread(archive, kept.folder))
-            steps = training.evaluation_steps(found, ladder) or [0]
-            notes = budget_notes(rows, running.job.plan)
-            summary = (f"### Your ladder\n\nTrained with {running.job.plan.recipe.name} on "
-                       f"{running.job.plan.device}.\n\n{report.table(rows, ladder=ladder)}\n\n{notes}")
-            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), summary, gr.skip(),
-                   gr.DownloadButton(value=str(zipped), visible=True),
-                   gr.Slider(steps[0], steps[-1], steps[-1], step=training.slider_step(steps), visible=True),
-                   training.rewind_html(found, steps[-1], ladder), *unchanged)
+        # A training that fails, or finds no room left for its ladder, says why, as everything above does.
+        with endpoints.answered():
+            async for update in service.train(running, visitor.session_hash):
+                if update.evaluation is not None:
+                    point = update.evaluation
+                    points.setdefault(update.milestone, []).append((point.step, point.val_loss))
+                    latest[update.milestone] = point
+                if update.ladder is None:
+                    label = ladder[update.milestone].label if update.milestone else ""
+                    yield (update.plan, progress_html(update, label), curves_html(points, ladder),
+                           samples_html(latest, ladder), gr.skip(), None, gr.DownloadButton(visible=False),
+                           gr.Slider(visible=False), "", *unchanged)
+                    continue
+                kept = service.ladders.get(update.ladder)
+                yours = [gr.Radio(choices=[("the app's ladder", APP), (YOURS, update.ladder)], value=update.ladder,
+                                  visible=True)] * len(switches)
+                # the ladder reaches the page first (its name as the switches' value): nothing below can lose it
+                yield (update.plan, progress_html(update, "done"), curves_html(points, ladder),
+                       samples_html(latest, ladder), gr.skip(), str(kept.folder), gr.skip(), gr.skip(), gr.skip(),
+                       *yours)
+                rows, found, zipped = await asyncio.gather(
+                    asyncio.to_thread(report.collect_rows, kept.folder, None, ladder),
+                    asyncio.to_thread(training.records, kept.folder, ladder), asyncio.to_thread(archive, kept.folder))
+                steps = training.evaluation_steps(found, ladder) or [0]
+                notes = budget_notes(rows, running.job.plan)
+                summary = (f"### Your ladder\n\nTrained with {running.job.plan.recipe.name} on "
+                           f"{running.job.plan.device}.\n\n{report.table(rows, ladder=ladder)}\n\n{notes}")
+                yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), summary, gr.skip(),
+                       gr.DownloadButton(value=str(zipped), visible=True),
+                       gr.Slider(steps[0], steps[-1], steps[-1], step=training.slider_step(steps), visible=True),
+                       training.rewind_html(found, steps[-1], ladder), *unchanged)
         if not running.finished:
             yield ("", "<p>Stopped: nothing was kept.</p>", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
                    gr.skip(), gr.skip(), *unchanged)
